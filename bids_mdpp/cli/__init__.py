@@ -1,0 +1,77 @@
+"""The ``bids_mdpp`` command line.
+
+``bids_mdpp BIDS_DIR OUTPUT_DIR {participant,group} [OPTIONS]`` is the BIDS-App call; a first
+argument that names a subcommand (``train``, ``synth``, ``import-weights``) dispatches to it.
+Heavy libraries are imported inside the commands so that ``--help`` is instant.
+
+Exit codes follow the BIDS-Apps execution specification (see :mod:`bids_mdpp.errors`); click's
+usage errors (2) become 64.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from bids_mdpp import __version__
+from bids_mdpp.errors import EXIT_USAGE, BidsMdppError
+
+#: Subcommands, loaded on first use: name → "module:attribute".
+SUBCOMMANDS: dict[str, str] = {
+    "run": "bids_mdpp.cli.run:run",
+    "train": "bids_mdpp.cli.train:train",
+    "synth": "bids_mdpp.cli.synth:synth",
+    "import-weights": "bids_mdpp.cli.import_weights:import_weights",
+}
+
+
+class BidsAppGroup(click.Group):
+    """A group whose default command is the BIDS-App call (``run``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in SUBCOMMANDS if name != "run"]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] in ("-h", "--help"):
+            args = ["run", "--help"]
+        elif args[0] != "--version" and args[0] not in SUBCOMMANDS:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(
+    cls=BidsAppGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    invoke_without_command=False,
+)
+@click.version_option(__version__, "--version", prog_name="bids_mdpp", message="%(prog)s %(version)s")
+def cli() -> None:
+    """bids_mdpp: MS lesion segmentation from any subset of MRI contrasts (ModDrop++)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and exit with the BIDS-Apps exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        code = cli.main(args, prog_name="bids_mdpp", standalone_mode=False)
+    except click.UsageError as exc:
+        exc.show()
+        code = EXIT_USAGE
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code if exc.exit_code != 2 else EXIT_USAGE
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        code = 130
+    except BidsMdppError as exc:
+        click.echo(f"bids_mdpp: error: {exc}", err=True)
+        code = exc.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

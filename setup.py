@@ -38,6 +38,8 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.66",
         "pyyaml>=6",
+        "jinja2>=3.1",
+        "pandas>=1.5",
         "bids-validator-deno>=2.0",
     ],
     extras_require={

@@ -28,6 +28,9 @@ MAX_VOXEL_MM = 20.0
 #: Images with fewer voxels along an axis than this are not brain images.
 MIN_AXIS_VOXELS = 8
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def load_image(path: os.PathLike | str, *, check_data: bool = True) -> nib.Nifti1Image:
     """Load a 3D NIfTI image and check that it is usable.
@@ -122,6 +125,7 @@ def atomic_path(dest: os.PathLike | str) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared like any file
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -139,6 +139,7 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
     return SessionReport(
         inputs=usable, preproc=preproc, outputs=outputs,
         boilerplate=boilerplate(usable.contrasts, preproc.reference), error=None,
+        shipped_model=config.model_dir is None,
     )
 
 
@@ -206,27 +207,23 @@ def run_participant_level(config: RunConfig) -> int:
             reports[inputs.subject].append(process_session(inputs, config, loaded, predictor))
         except Exception as exc:  # one session's failure never stops the others
             crash = write_crash_file(log_dir, inputs.key, exc)
-            level = logging.ERROR
-            LOGGER.log(level, "%s failed: %s (details: %s)", inputs.key, exc, crash)
+            LOGGER.error("%s failed: %s (details: %s)", inputs.key, exc, crash)
             failures.append(exc)
-            reports[inputs.subject].append(
-                SessionReport(inputs=inputs, preproc=None, outputs=None, boilerplate="",
-                              error=str(exc))
-            )
+            reports[inputs.subject].append(SessionReport(inputs=inputs, error=str(exc)))
     for subject, subject_reports in reports.items():
         try:
-            path = write_participant_report(config.output_dir, subject, subject_reports)
+            path = write_participant_report(config.output_dir, subject, subject_reports,
+                                            command_line=config.command_line)
             LOGGER.info("Report: %s", path)
         except Exception as exc:
             crash = write_crash_file(log_dir, f"sub-{subject}-report", exc)
             LOGGER.error("sub-%s: the report failed: %s (details: %s)", subject, exc, crash)
             failures.append(exc)
-    texts = [r.boilerplate for rs in reports.values() for r in rs if r.boilerplate]
-    if texts:
-        write_citation(config.output_dir, texts[0])
-    done = len(sessions) - len([f for f in failures]) - skipped
+    finished = [r for rs in reports.values() for r in rs if r.error is None]
+    if finished:
+        write_citation(config.output_dir, finished[0].methods)
     LOGGER.info("Finished: %d session(s) done, %d skipped, %d failed; log: %s",
-                max(done, 0), skipped, len(failures), log_file)
+                len(finished), skipped, len(failures), log_file)
     return exit_code(failures, len(sessions) - skipped)
 
 

@@ -9,7 +9,7 @@ from bids.layout import Query
 from bids_mdpp.bids import discover, find_reference_mask, load_bids_filters, strip_label
 from bids_mdpp.contrasts import modality_code
 from bids_mdpp.errors import NoInputError, UsageError
-from tests.conftest import write_nifti
+from bids_builders import write_nifti
 
 
 def test_real_cross_sectional_layout_finds_four_contrasts_including_ce(shared_data):

@@ -12,7 +12,7 @@ import pytest
 
 from bids_mdpp.errors import InputDataError, OutputError
 from bids_mdpp.imageio import atomic_path, load_image, remove_stale_temporaries, save_image, write_json
-from tests.conftest import write_nifti
+from bids_builders import write_nifti
 
 
 def test_good_image_loads_and_4d_single_volume_is_squeezed(tmp_path):
@@ -73,6 +73,12 @@ def test_each_bad_input_gives_a_clear_error_naming_the_file(tmp_path):
         assert info.value.exit_code == 65
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path):
     dest = tmp_path / "out" / "mask.nii.gz"
     with pytest.raises(RuntimeError):
@@ -88,6 +94,7 @@ def test_atomic_write_replaces_only_when_complete(tmp_path):
     write_json({"a": 1}, dest)
     write_json({"a": 2, "path": tmp_path, "n": np.int64(3)}, dest)
     assert '"a": 2' in dest.read_text() and '"n": 3' in dest.read_text()
+    assert (dest.stat().st_mode & 0o777) == 0o666 & ~_current_umask()
     img = nib.Nifti1Image(np.ones((4, 4, 4), "uint8"), np.eye(4))
     save_image(img, tmp_path / "m.nii.gz")
     assert nib.load(tmp_path / "m.nii.gz").shape == (4, 4, 4)

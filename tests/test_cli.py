@@ -63,16 +63,16 @@ def test_every_option_reaches_the_run_config(tmp_path, captured, capsys):
     model.mkdir()
     code, _, _ = run_cli([
         bids, tmp_path / "out", "participant",
-        "--participant-label", "sub-01", "--participant_label", "02,03",
-        "--session-label", "ses-1", "--bids-filter-file", filt, "--skip_bids_validation",
+        "--participant-label", "sub-01", "--participant_label", "02,03", "04", "05",
+        "--session-label", "ses-1", "2", "--bids-filter-file", filt, "--skip_bids_validation",
         "-w", tmp_path / "work", "--n_cpus", "3", "--omp-nthreads", "2", "--mem", "16G",
         "--model", model, "--device", "cuda:1", "--use-plugin", plugin, "-vv", "--notrack",
         "--threshold", "0.4", "--min-lesion-size", "3", "--overwrite", "--precision", "fp32",
     ], capsys)
     assert code == 0
     (config,) = captured
-    assert config.participant_labels == ("sub-01", "02", "03")
-    assert config.session_labels == ("ses-1",)
+    assert config.participant_labels == ("sub-01", "02", "03", "04", "05")
+    assert config.session_labels == ("ses-1", "2")
     assert config.bids_filters["FLAIR"] == {"acquisition": "3D"}
     assert config.skip_validation and config.overwrite
     assert config.work_dir == tmp_path / "work" and config.nprocs == 3 and config.omp_nthreads == 2
@@ -173,3 +173,10 @@ def test_console_script_runs_as_a_program(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bids_mdpp", str(tmp_path), str(tmp_path / "o"),
                              "participant", "--bogus"], capture_output=True, text=True)
     assert result.returncode == 64
+
+
+def test_label_list_without_value_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "bids").mkdir()
+    code, _, err = run_cli([tmp_path / "bids", tmp_path / "out", "participant",
+                            "--participant-label", "--skip-bids-validation"], capsys)
+    assert code == 64 and "--participant-label" in err

@@ -43,8 +43,40 @@ class BidsAppGroup(click.Group):
         if not args or args[0] in ("-h", "--help"):
             args = ["run", "--help"]
         elif args[0] != "--version" and args[0] not in SUBCOMMANDS:
-            args = ["run", *args]
+            args = ["run", *expand_label_lists(args)]
         return super().parse_args(ctx, args)
+
+
+#: Options that take a space-separated list, as in the BIDS-Apps specification.
+LIST_OPTIONS = ("--participant-label", "--participant_label", "--session-label", "--session_label")
+
+
+def expand_label_lists(args: list[str]) -> list[str]:
+    """``--participant-label 01 02`` → ``--participant-label 01 --participant-label 02``.
+
+    Values are taken up to the next token that starts with ``-``; positional arguments must
+    therefore come before such a list (as with fMRIPrep).
+    """
+    out: list[str] = []
+    current: str | None = None
+    values_seen = 0
+    for token in args:
+        if token.startswith("-"):
+            if current is not None and values_seen == 0:
+                out.append(current)  # let click report the missing value
+            current = token if token in LIST_OPTIONS else None
+            values_seen = 0
+            if current is None:
+                out.append(token)
+            continue
+        if current is not None:
+            out.extend([current, token])
+            values_seen += 1
+            continue
+        out.append(token)
+    if current is not None and values_seen == 0:
+        out.append(current)  # let click report the missing value
+    return out
 
 
 @click.group(

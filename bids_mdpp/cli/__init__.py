@@ -63,7 +63,7 @@ def expand_label_lists(args: list[str]) -> list[str]:
     for token in args:
         if token.startswith("-"):
             if current is not None and values_seen == 0:
-                out.append(current)  # let click report the missing value
+                raise click.UsageError(f"Option '{current}' requires at least one value.")
             current = token if token in LIST_OPTIONS else None
             values_seen = 0
             if current is None:
@@ -75,7 +75,7 @@ def expand_label_lists(args: list[str]) -> list[str]:
             continue
         out.append(token)
     if current is not None and values_seen == 0:
-        out.append(current)  # let click report the missing value
+        raise click.UsageError(f"Option '{current}' requires at least one value.")
     return out
 
 

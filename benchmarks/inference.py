@@ -1,0 +1,209 @@
+"""Inference speed and agreement: the plain definition against the product's Predictor.
+
+In one process, on one brain-sized 1 mm input (the real ``mslub-cross`` scans beside the
+checkout, crudely normalised, or a synthetic 182×218×182 head when they are absent), runs
+
+* the naive reference (:func:`bids_mdpp.inference.predict_reference`: fp32, batch 1, whole
+  slices, no cropping), and
+* :class:`bids_mdpp.inference.Predictor` with precision fp32, bf16 and auto,
+
+and writes seconds, slices/s, GFLOP/s achieved, peak RSS and the largest difference of each
+fused probability map from the naive one to ``benchmarks/results/inference.json``, with the
+1-minute load average after each run (other processes on the machine slow every number).
+
+The network is FC-DenseNet-57 with the dynamic head (K = 5).  Without ``--model`` its weights
+are random (conv N(0, 0.06), scales 1) — large enough that the probabilities spread over
+[0.1, 0.6] and differences show; pass ``--model DIR`` to measure a trained model.
+
+The process re-executes itself once with the tuned memory allocator the product uses
+(``bids_mdpp.allocator``), unless ``--allocator system``.
+
+Usage: ``python benchmarks/inference.py [--quick] [--model DIR] [--threads N]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHARED_DATA = HERE.parents[1] / "shared" / "data"
+RESULTS = HERE / "results" / "inference.json"
+FILES = {"T1w": "sub-26_T1w.nii.gz", "FLAIR": "sub-26_FLAIR.nii.gz", "T2w": "sub-26_T2w.nii.gz",
+         "ceT1w": "sub-26_ce-gadolinium_T1w.nii.gz"}
+
+
+def peak_rss_reset() -> None:
+    """Reset the kernel's peak-RSS counter of this process (Linux)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory (MB) since the last :func:`peak_rss_reset`."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load_input(quick: bool) -> tuple[dict[str, np.ndarray], np.ndarray, str]:
+    """Normalised-looking volumes (background −1, tissue ≈ −0.5) and a brain mask."""
+    anat = SHARED_DATA / "mslub-cross" / "sub-26" / "anat"
+    if anat.is_dir():
+        import nibabel as nib
+
+        raw = {c: np.asarray(nib.load(anat / f).dataobj, dtype=np.float32) for c, f in FILES.items()}
+        brain = np.logical_or.reduce([v > 0 for v in raw.values()])
+        volumes = {c: np.where(brain, v / (2 * np.median(v[brain])) - 1, -1).astype(np.float32)
+                   for c, v in raw.items()}
+        source = f"{anat} (sub-26, 182×218×182, intensity / (2·median of brain) − 1)"
+    else:
+        shape = (182, 218, 182)
+        grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+        brain = sum((g / r) ** 2 for g, r in zip(grid, (0.75, 0.8, 0.7))) < 1
+        rng = np.random.default_rng(0)
+        volumes = {c: np.where(brain, -0.5 + 0.1 * rng.standard_normal(shape), -1).astype(np.float32)
+                   for c in FILES}
+        source = "synthetic ellipsoid 182×218×182 (real data absent)"
+    if quick:
+        centre = [int(np.mean(np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != k)))))
+                  for k in range(3)]
+        box = tuple(slice(max(0, c - 40), c + 40) for c in centre)
+        volumes = {c: np.ascontiguousarray(v[box]) for c, v in volumes.items()}
+        brain = np.ascontiguousarray(brain[box])
+        source += "; --quick: central 80×80×80 block"
+    return volumes, brain, source
+
+
+def flops_per_slice(network, shape: tuple[int, int], channels: int) -> float:
+    """FLOPs of one forward pass on one slice of ``shape`` (counted by torch)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        network(torch.zeros(1, channels, *shape), torch.ones(1, network.config.n_contrasts))
+    return float(counter.get_total_flops())
+
+
+def work(network, shape: tuple[int, ...], slices_per_axis: list[int]) -> tuple[int, float]:
+    """(slices, FLOPs) of predicting ``slices_per_axis[a]`` slices of a ``shape`` block per axis."""
+    total = 0.0
+    for axis, count in enumerate(slices_per_axis):
+        plane = tuple(n for a, n in enumerate(shape) if a != axis)
+        total += count * flops_per_slice(network, plane, network.config.in_channels)
+    return sum(slices_per_axis), total
+
+
+def fast_path_work(predictor, network, brain: np.ndarray) -> tuple[int, float]:
+    """Slices and FLOPs the Predictor runs: brain slices of the cropped box (bf16 probe excluded)."""
+    from bids_mdpp.inference import bounding_box
+
+    box = bounding_box(brain, predictor.crop_margin, predictor.pooling_grid)
+    inside = brain[box]
+    counts = [int(inside.any(axis=tuple(a for a in range(3) if a != k)).sum()) for k in range(3)]
+    return work(network, inside.shape, counts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="an 80³ block instead of the whole head")
+    parser.add_argument("--model", type=Path, help="a model directory (default: random weights)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--allocator", choices=["tuned", "system"], default="tuned")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    if args.allocator == "tuned":
+        from bids_mdpp.allocator import tuned_environment
+
+        env = tuned_environment()
+        if env is not None:
+            os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+    import torch
+
+    from bids_mdpp.inference import Predictor, bf16_supported, predict_reference
+    from bids_mdpp.model import LoadedModel, ModelCard, load_model
+    from bids_mdpp.nn import build_network, torch_threads
+
+    if args.model:
+        loaded = load_model(args.model)
+        weights = f"{args.model} (sha256 {loaded.sha256[:12]})"
+    else:
+        torch.manual_seed(0)
+        network = build_network()
+        network.reset_parameters(std=0.06)
+        with torch.no_grad():
+            network.first_conv.controller.bias.fill_(1.0)
+        card = ModelCard(name="random", version="0", contrasts=("T1w", "FLAIR", "T2w", "PDw", "ceT1w"),
+                         mode="moddrop++", network=network.config.to_dict())
+        loaded = LoadedModel(network=network.eval(), card=card, directory=Path("."), sha256="")
+        weights = "random: conv N(0, 0.06), biases 0, dynamic scales 1"
+    volumes, brain, source = load_input(args.quick)
+    print(f"input: {source}; weights: {weights}", flush=True)
+
+    results: dict = {
+        "input": source, "shape": list(brain.shape), "brain_voxels": int(brain.sum()),
+        "weights": weights, "threads": args.threads, "batch_size": args.batch_size,
+        "allocator": os.environ.get("BIDS_MDPP_ALLOCATOR", "system"),
+        "bf16_native": bf16_supported(torch.device("cpu")),
+        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "quick": args.quick, "cores": os.cpu_count(), "runs": {},
+    }
+    maps = {}
+    for precision in ("fp32", "bf16", "auto"):
+        predictor = Predictor(loaded, device="cpu", batch_size=args.batch_size, precision=precision,
+                              num_threads=args.threads)
+        peak_rss_reset()
+        start = time.perf_counter()
+        maps[precision] = predictor.predict(volumes, brain)
+        seconds = time.perf_counter() - start
+        slices, flops = fast_path_work(predictor, loaded.network, brain)
+        results["runs"][f"predictor_{precision}"] = {
+            "seconds": round(seconds, 2), "slices": slices, "slices_per_s": round(slices / seconds, 2),
+            "gflop_per_s": round(flops / seconds / 1e9, 1), "peak_rss_mb": round(peak_rss_mb()),
+            "precision_used": predictor.precision_used, "load_average_1min": os.getloadavg()[0],
+        }
+        print(precision, results["runs"][f"predictor_{precision}"], flush=True)
+
+    predictor = Predictor(loaded, device="cpu", precision="fp32")
+    stack, code = predictor.stack(volumes)
+    peak_rss_reset()
+    start = time.perf_counter()
+    with torch_threads(args.threads):
+        naive = predict_reference(loaded.network, stack, code)
+    seconds = time.perf_counter() - start
+    slices, flops = work(loaded.network, brain.shape, list(brain.shape))
+    results["runs"]["naive"] = {
+        "seconds": round(seconds, 2), "slices": slices, "slices_per_s": round(slices / seconds, 2),
+        "gflop_per_s": round(flops / seconds / 1e9, 1), "peak_rss_mb": round(peak_rss_mb()),
+        "load_average_1min": os.getloadavg()[0],
+    }
+    print("naive", results["runs"]["naive"], flush=True)
+
+    for precision, fused in maps.items():
+        run = results["runs"][f"predictor_{precision}"]
+        run["speedup_vs_naive"] = round(results["runs"]["naive"]["seconds"] / run["seconds"], 1)
+        run["max_abs_diff_vs_naive_in_brain"] = float(np.abs(fused - naive)[brain].max())
+        run["mean_abs_diff_vs_naive_in_brain"] = float(np.abs(fused - naive)[brain].mean())
+        run["voxels_flipped_at_0.5"] = int(((fused >= 0.5) != (naive >= 0.5))[brain].sum())
+    results["bf16_vs_fp32_max_abs_diff"] = float(np.abs(maps["bf16"] - maps["fp32"])[brain].max())
+    results["naive_probability_range_in_brain"] = [float(naive[brain].min()), float(naive[brain].max())]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

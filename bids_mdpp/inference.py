@@ -1,0 +1,316 @@
+"""Inference: normalised contrasts on the model grid → one fused lesion-probability map.
+
+The network sees 2.5D inputs: for slice i along an axis, the slices ``[i−1, i, i+1]`` of every
+contrast, contrast-major, in the model card's order (edge slices replicate their neighbour).
+Contrasts the model does not know are ignored; those it knows but the session lacks are
+zero-filled and their modality-code bit is 0.  Every slice of the three orientations is
+predicted and the three probability maps are averaged with equal weights (Zhang et al. 2019;
+Liu et al. 2022).
+
+:class:`Predictor` is the fast path: it crops to the brain mask's bounding box (plus a margin),
+skips slices without brain, runs batches under ``torch.inference_mode`` in ``channels_last``
+layout and — with ``precision="auto"`` on hardware with bfloat16 — under bf16 autocast, but
+only after checking on central slices of this very input that bf16 stays within
+:data:`BF16_TOLERANCE` of fp32 (otherwise the whole volume runs in fp32).  The result is
+deterministic for a given input.  :func:`predict_reference` is the plain slice-by-slice
+definition the fast path is tested and benchmarked against.
+
+API::
+
+    predictor = Predictor(load_model(directory), device="auto", batch_size=16, precision="auto")
+    probability = predictor.predict({"FLAIR": flair, "T1w": t1}, brain_mask)   # (X, Y, Z) float32
+    predictor.code_for(["FLAIR", "T1w"])                                       # (1, 1, 0, 0, 0)
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from bids_mdpp.contrasts import modality_code
+from bids_mdpp.errors import UsageError
+from bids_mdpp.nn import torch_threads
+
+LOGGER = logging.getLogger(__name__)
+
+#: bf16 is used (precision="auto") only if its probabilities stay this close to fp32's.
+BF16_TOLERANCE = 1e-2
+#: Central slices (axial) on which ``auto`` compares bf16 with fp32 before using it.
+PROBE_SLICES = 4
+#: Voxels of background kept around the brain mask's bounding box (the network's context).
+CROP_MARGIN = 16
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``auto`` → the first CUDA GPU if there is one, else the CPU; checks that it exists.
+
+    Accepts ``auto``, ``cpu``, ``cuda``, ``cuda:N`` and ``mps``; raises
+    :class:`~bids_mdpp.errors.UsageError` for an unknown name or a device this machine lacks.
+    """
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"invalid device {spec!r}; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"device {spec!r} was requested but no CUDA GPU is usable here "
+                f"(torch {torch.__version__}); use --device cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"device {spec!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"device {spec!r} was requested but Apple MPS is not available")
+    elif device.type != "cpu":
+        raise UsageError(f"unsupported device {spec!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` has native bfloat16 arithmetic (AVX-512 BF16/AMX, or a recent GPU)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def extract_slices(stack: np.ndarray, axis: int, indices: Sequence[int] | np.ndarray,
+                   slices_per_contrast: int = 3) -> np.ndarray:
+    """2.5D network inputs from a contrast stack.
+
+    ``stack (K, X, Y, Z)``, slice ``indices`` along spatial ``axis`` (0, 1 or 2) →
+    ``(N, K·s, A, B)`` float32 where channel ``k·s + j`` is contrast k at slice
+    ``i − s//2 + j`` (clamped to the volume: edge slices are replicated) and ``(A, B)`` are the
+    two other axes in their order.
+    """
+    moved = np.moveaxis(stack, axis + 1, 1)  # (K, L, A, B)
+    half = slices_per_contrast // 2
+    offsets = np.arange(-half, half + 1)
+    neighbours = np.clip(np.asarray(indices)[:, None] + offsets, 0, moved.shape[1] - 1)  # (N, s)
+    out = moved[:, neighbours]  # (K, N, s, A, B)
+    out = out.transpose(1, 0, 2, 3, 4)
+    return np.ascontiguousarray(out.reshape(out.shape[0], -1, *out.shape[3:]), dtype=np.float32)
+
+
+def predict_reference(network: torch.nn.Module, stack: np.ndarray, code: Sequence[int], *,
+                      slices_per_contrast: int = 3, axes: Iterable[int] = (0, 1, 2)) -> np.ndarray:
+    """The plain definition: every slice of ``axes``, one at a time, fp32, no cropping.
+
+    Puts ``network`` in eval mode.
+
+    ``stack (K, X, Y, Z)`` → the mean over ``axes`` of the sigmoid probabilities, ``(X, Y, Z)``.
+    """
+    network.eval()
+    parameter = next(network.parameters())
+    code_t = torch.tensor([list(code)], dtype=parameter.dtype, device=parameter.device)
+    axes = tuple(axes)
+    fused = np.zeros(stack.shape[1:], dtype=np.float64)
+    with torch.no_grad():
+        for axis in axes:
+            per_axis = np.moveaxis(fused, axis, 0)  # a view: writes land in ``fused``
+            for i in range(stack.shape[axis + 1]):
+                x = torch.from_numpy(extract_slices(stack, axis, [i], slices_per_contrast))
+                prob = torch.sigmoid(network(x.to(parameter.device), code_t))[0, 0]
+                per_axis[i] += prob.cpu().numpy()
+    return (fused / len(axes)).astype(np.float32)
+
+
+def bounding_box(mask: np.ndarray, margin: int, grid: int) -> tuple[slice, ...]:
+    """``mask``'s bounding box grown by ``margin`` voxels, as slices that stay inside the volume.
+
+    Each start is rounded down to a multiple of ``grid`` (2^pooling levels), so the network's
+    pooling windows fall where they fall on the whole slice, and each side is at least ``grid``
+    long.  Only the context beyond the box then differs from whole-slice inference.
+    """
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        size = mask.shape[axis]
+        start = max(0, int(present[0]) - margin) // grid * grid
+        stop = min(size, max(int(present[-1]) + 1 + margin, start + grid))
+        start = min(start, max(0, stop - grid) // grid * grid)
+        box.append(slice(start, stop))
+    return tuple(box)
+
+
+class Predictor:
+    """Run a loaded model on one session's volumes (see the module docstring).
+
+    Parameters
+    ----------
+    loaded_model : bids_mdpp.model.LoadedModel
+        The model; its network is copied, not changed.
+    device : str
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (see :func:`resolve_device`).
+    batch_size : int
+        Slices per forward pass.
+    precision : str
+        ``auto`` (bf16 where native and within :data:`BF16_TOLERANCE` of fp32, else fp32),
+        ``fp32``, ``bf16`` or ``fp16``.
+    num_threads : int or None
+        CPU threads for torch during :meth:`predict` (None keeps torch's setting).
+    crop_margin : int
+        Voxels kept around the brain mask's bounding box.
+    """
+
+    def __init__(self, loaded_model, *, device: str = "auto", batch_size: int = 16,
+                 precision: str = "auto", num_threads: int | None = None,
+                 crop_margin: int = CROP_MARGIN):
+        if precision not in PRECISIONS:
+            raise UsageError(f"invalid precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        if batch_size < 1:
+            raise UsageError(f"batch size must be at least 1, got {batch_size}")
+        if num_threads is not None and num_threads < 1:
+            raise UsageError(f"number of threads must be at least 1, got {num_threads}")
+        self.num_threads = num_threads
+        self.card = loaded_model.card
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.precision = precision
+        self.crop_margin = crop_margin
+        self.network = copy.deepcopy(loaded_model.network).to(self.device).eval()
+        if self.device.type in ("cpu", "cuda"):
+            self.network = self.network.to(memory_format=torch.channels_last)
+        depth = len(self.card.network_config.down_blocks)
+        self.pooling_grid = 2**depth
+        #: The arithmetic the last :meth:`predict` used (``fp32``, ``bf16`` or ``fp16``).
+        self.precision_used: str | None = None
+
+    def code_for(self, contrasts: Iterable[str]) -> tuple[int, ...]:
+        """The modality code of the available ``contrasts`` in the model's order."""
+        return modality_code(contrasts, self.card.contrasts)
+
+    def stack(self, volumes: Mapping[str, np.ndarray]) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Check the volumes and stack them in the model's order: ``(K, X, Y, Z)`` and the code.
+
+        Raises ``ValueError`` naming the contrasts for a wrong dimension, disagreeing shapes,
+        non-finite values, or when none of them is known to the model.
+        """
+        arrays = {name: np.asarray(v, dtype=np.float32) for name, v in volumes.items()}
+        for name, array in arrays.items():
+            if array.ndim != 3:
+                raise ValueError(f"contrast {name}: expected a 3D volume (X, Y, Z), got shape {array.shape}")
+        shapes = {array.shape for array in arrays.values()}
+        if len(shapes) > 1:
+            listed = ", ".join(f"{name} {array.shape}" for name, array in arrays.items())
+            raise ValueError(f"the contrasts' shapes disagree: {listed}")
+        known = {name: arrays[name] for name in self.card.contrasts if name in arrays}
+        if not known:
+            raise ValueError(
+                f"none of the given contrasts ({', '.join(arrays) or 'none'}) is known to the model "
+                f"({', '.join(self.card.contrasts)})"
+            )
+        for name, array in known.items():
+            if not np.isfinite(array).all():
+                raise ValueError(f"contrast {name}: the volume holds NaN or infinite values")
+        shape = next(iter(shapes))
+        if min(shape) < self.pooling_grid:
+            raise ValueError(
+                f"volumes of shape {shape} are smaller than the network's minimum of "
+                f"{self.pooling_grid} voxels per axis"
+            )
+        stack = np.zeros((len(self.card.contrasts), *shape), dtype=np.float32)
+        for k, name in enumerate(self.card.contrasts):
+            if name in known:
+                stack[k] = known[name]
+        return stack, self.code_for(known)
+
+    def predict(self, volumes: Mapping[str, np.ndarray],
+                brain_mask: np.ndarray | None = None) -> np.ndarray:
+        """Fused lesion probability ``(X, Y, Z)`` float32 in [0, 1] (0 outside ``brain_mask``).
+
+        ``volumes``: normalised contrasts on the model grid, each ``(X, Y, Z)``.  Without a
+        brain mask every slice of the whole volume is predicted.
+        """
+        with torch_threads(self.num_threads):
+            return self._predict(volumes, brain_mask)
+
+    def _predict(self, volumes: Mapping[str, np.ndarray], brain_mask: np.ndarray | None) -> np.ndarray:
+        stack, code = self.stack(volumes)
+        shape = stack.shape[1:]
+        if brain_mask is None:
+            mask = None
+            box = tuple(slice(0, n) for n in shape)
+        else:
+            mask = np.asarray(brain_mask) > 0
+            if mask.shape != shape:
+                raise ValueError(f"the brain mask's shape {mask.shape} differs from the volumes' {shape}")
+            if not mask.any():
+                raise ValueError("the brain mask is empty")
+            box = bounding_box(mask, self.crop_margin, self.pooling_grid)
+        cropped = np.ascontiguousarray(stack[(slice(None), *box)])
+        inside = None if mask is None else mask[box]
+        code_t = torch.tensor([code], dtype=torch.float32, device=self.device)
+        dtype = self._dtype(cropped, inside, code_t)
+        fused = np.zeros(cropped.shape[1:], dtype=np.float32)
+        for axis in range(3):
+            per_axis = np.moveaxis(fused, axis, 0)
+            for indices in self._batches(inside, axis, cropped.shape[axis + 1]):
+                per_axis[indices] += self._run(cropped, axis, indices, code_t, dtype)
+        fused /= 3.0
+        probability = np.zeros(shape, dtype=np.float32)
+        probability[box] = fused
+        if mask is not None:
+            probability[~mask] = 0.0
+        return np.clip(probability, 0.0, 1.0)
+
+    def _batches(self, inside: np.ndarray | None, axis: int, length: int) -> list[np.ndarray]:
+        """Slice indices along ``axis`` that hold brain, in batches of ``batch_size``."""
+        if inside is None:
+            indices = np.arange(length)
+        else:
+            other = tuple(a for a in range(3) if a != axis)
+            indices = np.flatnonzero(inside.any(axis=other))
+        return [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+
+    def _run(self, stack: np.ndarray, axis: int, indices: np.ndarray, code_t: torch.Tensor,
+             dtype: torch.dtype | None) -> np.ndarray:
+        """Probabilities ``(N, A, B)`` of the slices ``indices`` along ``axis``."""
+        x = torch.from_numpy(extract_slices(stack, axis, indices, self.card.slices_per_contrast))
+        x = x.to(self.device)
+        if self.device.type in ("cpu", "cuda"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
+                    else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
+            logits = self.network(x, code_t)
+        return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+    def _dtype(self, stack: np.ndarray, inside: np.ndarray | None,
+               code_t: torch.Tensor) -> torch.dtype | None:
+        """The autocast dtype for this input (None = fp32); ``auto`` checks bf16 on a few slices."""
+        if self.precision != "auto":
+            self.precision_used = self.precision
+            return DTYPES[self.precision]
+        self.precision_used = "fp32"
+        if not bf16_supported(self.device):
+            return None
+        indices = np.concatenate(self._batches(inside, 2, stack.shape[3]))
+        middle = len(indices) // 2
+        probe = indices[max(0, middle - PROBE_SLICES // 2):][:PROBE_SLICES]
+        exact = self._run(stack, 2, probe, code_t, None)
+        fast = self._run(stack, 2, probe, code_t, torch.bfloat16)
+        difference = float(np.abs(exact - fast).max())
+        if difference > BF16_TOLERANCE:
+            LOGGER.info("bf16 differs from fp32 by %.4f on this input; using fp32", difference)
+            return None
+        self.precision_used = "bf16"
+        return torch.bfloat16

@@ -1,0 +1,305 @@
+"""The model directory: the contract between training and inference.
+
+A model directory holds two files:
+
+``model_card.json``
+    A :class:`ModelCard`: the contrasts in the network's channel order, the training mode, the
+    grid (mm) and intensity normalisation preprocessing must produce, slices per contrast, the
+    probability threshold, the network's hyper-parameters, and what the model was trained on
+    and how well it did.  Preprocessing and inference read everything from it, so they can
+    never drift from what the network was trained with.
+``model.pt``
+    The network's weights: a plain state dict written with ``torch.save`` and read with
+    ``torch.load(..., weights_only=True)`` (no code is ever unpickled).
+
+API::
+
+    save_model(directory, network, card) -> Path
+    load_model(path, device="cpu") -> LoadedModel(network, card, directory, sha256)
+    default_model_dir() -> Path            # the model shipped in bids_mdpp/data/models/default
+
+Every problem with a model directory raises :class:`~bids_mdpp.errors.ModelError` naming the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bids_mdpp.contrasts import CONTRASTS
+from bids_mdpp.errors import ModelError
+from bids_mdpp.imageio import atomic_path, write_json
+from bids_mdpp.nn import MODES, FCDenseNet, NetworkConfig, check_mode
+
+CARD_NAME = "model_card.json"
+WEIGHTS_NAME = "model.pt"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "data" / "models" / "default"
+
+#: The intensity normalisation of the authors (FLEXCONN's KDE white-matter peak).
+KDE_WM_PEAK: dict[str, Any] = {"method": "kde-wm-peak", "background": -1.0, "wm_peak": -0.5}
+
+#: Card keys that change what a model computes: a card without them is rejected.
+REQUIRED_KEYS = ("name", "version", "contrasts", "mode", "grid_mm", "slices_per_contrast",
+                 "threshold", "network", "normalisation")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model is and how to feed it (``model_card.json``).
+
+    Attributes
+    ----------
+    name, version, description : str
+        Identity of the model, shown in logs, reports and provenance.
+    contrasts : tuple[str, ...]
+        The contrasts of the network's input, in channel order (canonical names).
+    mode : str
+        Training mode: ``independent``, ``moddrop``, ``moddrop+`` or ``moddrop++``.
+    grid_mm : float
+        Isotropic voxel size (mm) of the grid the images must be resampled to.
+    slices_per_contrast : int
+        Adjacent slices per contrast in the 2.5D input (3 = ``[i−1, i, i+1]``).
+    threshold : float
+        Probability above which a voxel is lesion.
+    network : dict
+        :class:`~bids_mdpp.nn.NetworkConfig` as a dict (incl. ``dynamic_head``).
+    normalisation : dict
+        Intensity normalisation: ``method`` (``kde-wm-peak``), ``background`` (−1) and
+        ``wm_peak`` (−0.5), the values the normalised image takes there.
+    training : dict
+        Data (names, counts, hashes), epochs, and whether/how the model was fine-tuned.
+    metrics : dict
+        Validation results, e.g. ``{"dsc": {"T1w+FLAIR": 0.71, …}}`` keyed by subset name.
+    software : dict
+        Versions of bids_mdpp, torch and Python that produced the model.
+    created : str
+        ISO 8601 time the model was saved.
+    """
+
+    name: str
+    version: str
+    contrasts: tuple[str, ...]
+    mode: str
+    network: dict[str, Any]
+    description: str = ""
+    grid_mm: float = 1.0
+    slices_per_contrast: int = 3
+    threshold: float = 0.5
+    normalisation: dict[str, Any] = field(default_factory=lambda: dict(KDE_WM_PEAK))
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    software: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.contrasts, str) or not isinstance(self.contrasts, (list, tuple)):
+            raise ValueError(f"contrasts must be a list of contrast names, got {self.contrasts!r}")
+        object.__setattr__(self, "contrasts", tuple(self.contrasts))
+        if not self.contrasts:
+            raise ValueError("contrasts is empty: a model needs at least one input contrast")
+        for contrast in self.contrasts:
+            if contrast not in CONTRASTS:
+                raise ValueError(
+                    f"unknown contrast {contrast!r} in contrasts; known contrasts are {', '.join(CONTRASTS)}"
+                )
+        if len(set(self.contrasts)) != len(self.contrasts):
+            raise ValueError(f"contrasts {list(self.contrasts)} name a contrast twice")
+        spec = check_mode(self.mode)
+        if not (isinstance(self.grid_mm, (int, float)) and 0 < self.grid_mm <= 10):
+            raise ValueError(f"grid_mm must be a voxel size in (0, 10] mm, got {self.grid_mm!r}")
+        if not (isinstance(self.threshold, (int, float)) and 0 < self.threshold < 1):
+            raise ValueError(f"threshold must lie strictly between 0 and 1, got {self.threshold!r}")
+        if not isinstance(self.normalisation, dict) or "method" not in self.normalisation:
+            raise ValueError("normalisation must be a mapping with a 'method'")
+        config = self.network_config
+        if config.n_contrasts != len(self.contrasts):
+            raise ValueError(
+                f"network n_contrasts = {config.n_contrasts} but the card lists "
+                f"{len(self.contrasts)} contrasts ({', '.join(self.contrasts)})"
+            )
+        if config.slices_per_contrast != self.slices_per_contrast:
+            raise ValueError(
+                f"network slices_per_contrast = {config.slices_per_contrast} but the card says "
+                f"{self.slices_per_contrast}"
+            )
+        if config.dynamic_head != spec.dynamic_head:
+            raise ValueError(
+                f"mode {self.mode!r} {'needs' if spec.dynamic_head else 'has no'} dynamic head, "
+                f"but network dynamic_head = {config.dynamic_head}"
+            )
+
+    @property
+    def network_config(self) -> NetworkConfig:
+        """The network's hyper-parameters as a :class:`NetworkConfig`."""
+        return NetworkConfig.from_dict(self.network)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``model_card.json`` holds)."""
+        out = dataclasses.asdict(self)
+        out["contrasts"] = list(self.contrasts)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelCard:
+        """Build from a dict; ``KeyError`` lists missing required keys, ``ValueError`` bad values."""
+        missing = [key for key in REQUIRED_KEYS if key not in values]
+        if missing:
+            raise KeyError(", ".join(missing))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference: the network in eval mode, its card, where it came from."""
+
+    network: FCDenseNet
+    card: ModelCard
+    directory: Path
+    sha256: str
+
+
+def software_versions() -> dict[str, str]:
+    """Versions recorded in a card's ``software``."""
+    from bids_mdpp import __version__
+
+    return {"bids_mdpp": __version__, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def save_model(directory: os.PathLike | str, network: FCDenseNet, card: ModelCard) -> Path:
+    """Write ``model.pt`` and ``model_card.json`` into ``directory`` (atomically); returns it.
+
+    ``created`` and ``software`` are filled in when the card leaves them empty.  The network's
+    configuration must be the card's (``ValueError`` otherwise).
+    """
+    directory = Path(directory)
+    if network.config != card.network_config:
+        raise ValueError(
+            f"the network's configuration {network.config} is not the card's {card.network_config}"
+        )
+    if not card.created:
+        card = dataclasses.replace(
+            card, created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        )
+    if not card.software:
+        card = dataclasses.replace(card, software=software_versions())
+    state = {key: value.detach().cpu() for key, value in network.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        torch.save(state, tmp)
+    write_json(card.to_dict(), directory / CARD_NAME)
+    return directory
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_card(card_path: Path) -> ModelCard:
+    """Read and check ``model_card.json``; every problem is a :class:`ModelError` naming it."""
+    if not card_path.is_file():
+        raise ModelError(card_path, f"no model card: a model directory holds {CARD_NAME} and {WEIGHTS_NAME}")
+    try:
+        values = json.loads(card_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(card_path, f"the model card is not valid JSON ({exc})") from exc
+    if not isinstance(values, dict):
+        raise ModelError(card_path, "the model card must be a JSON object")
+    try:
+        return ModelCard.from_dict(values)
+    except KeyError as exc:
+        raise ModelError(card_path, f"the model card misses required key(s): {exc.args[0]}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ModelError(card_path, f"invalid model card: {exc}") from exc
+
+
+def read_state_dict(weights_path: Path) -> dict[str, torch.Tensor]:
+    """Load a plain state dict safely (``weights_only``); :class:`ModelError` if it is not one."""
+    if not weights_path.is_file():
+        raise ModelError(weights_path, "the weights file does not exist")
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch/pickle raise many types for foreign bytes
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelError(weights_path, f"not a PyTorch state dict ({detail})") from exc
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ModelError(weights_path, f"holds a {type(state).__name__}, not a state dict of tensors")
+    return state
+
+
+def check_state_dict(state: dict[str, torch.Tensor], network: FCDenseNet,
+                     weights_path: Path) -> None:
+    """Raise :class:`ModelError` naming the first key whose presence or shape does not fit."""
+    expected = network.state_dict()
+    config = network.config
+    described = (f"the card's network ({config.n_contrasts} contrasts × {config.slices_per_contrast} "
+                 f"slices, {'dynamic' if config.dynamic_head else 'static'} head)")
+    for key, tensor in expected.items():
+        if key not in state:
+            raise ModelError(weights_path, f"key {key!r} that {described} needs is missing")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ModelError(
+                weights_path,
+                f"key {key!r} has shape {list(state[key].shape)} but {described} needs {list(tensor.shape)}",
+            )
+    for key, tensor in state.items():
+        if key not in expected:
+            raise ModelError(weights_path, f"unexpected key {key!r}: {described} has no such parameter")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ModelError(weights_path, f"key {key!r} holds NaN or infinite values")
+
+
+def load_model(path: os.PathLike | str, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model directory (or its ``model_card.json``) onto ``device``, in eval mode."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(path, "the model directory does not exist")
+    if path.is_file():
+        if path.name != CARD_NAME:
+            raise ModelError(
+                path, f"is a file, not a model directory (a folder holding {CARD_NAME} and "
+                f"{WEIGHTS_NAME}); the authors' .pth files are converted with `bids_mdpp import-weights`",
+            )
+        path = path.parent
+    card = read_card(path / CARD_NAME)
+    weights_path = path / WEIGHTS_NAME
+    state = read_state_dict(weights_path)
+    network = FCDenseNet(card.network_config)
+    check_state_dict(state, network, weights_path)
+    network.load_state_dict(state)
+    network.to(torch.device(device)).eval()
+    return LoadedModel(network=network, card=card, directory=path.resolve(),
+                       sha256=sha256_of(weights_path))
+
+
+def default_model_dir() -> Path:
+    """The model shipped with bids_mdpp (``bids_mdpp/data/models/default``).
+
+    Raises :class:`ModelError` when no model is installed there.
+    """
+    if not (DEFAULT_MODEL_DIR / CARD_NAME).is_file():
+        raise ModelError(
+            DEFAULT_MODEL_DIR,
+            "no default model is installed; pass a model directory with --model (train one with "
+            "`bids_mdpp train`, or convert the authors' weights with `bids_mdpp import-weights`)",
+        )
+    return DEFAULT_MODEL_DIR
+
+
+__all__ = ["CARD_NAME", "KDE_WM_PEAK", "MODES", "WEIGHTS_NAME", "LoadedModel", "ModelCard",
+           "default_model_dir", "load_model", "save_model"]

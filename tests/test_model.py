@@ -1,0 +1,178 @@
+"""The model directory: save/load round trip, the card's checks, and every bad-model error."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bids_mdpp import model as model_module
+from bids_mdpp.errors import EXIT_DATA, ModelError
+from bids_mdpp.model import ModelCard, default_model_dir, load_model, save_model
+from bids_mdpp.nn import build_network
+
+TINY = dict(n_contrasts=2, growth_rate=4, down_blocks=(1, 1), up_blocks=(1, 1), bottleneck_layers=1,
+            first_conv_channels=8)
+
+
+def make_card(**changes) -> ModelCard:
+    values = dict(name="tiny", version="0.1", contrasts=("T1w", "FLAIR"), mode="moddrop++",
+                  network={**TINY, "dynamic_head": True}, description="a test model",
+                  training={"epochs": 1}, metrics={"dsc": {"T1w+FLAIR": 0.5}})
+    values.update(changes)
+    return ModelCard(**values)
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    torch.manual_seed(0)
+    card = make_card()
+    return save_model(tmp_path / "model", build_network(card.network), card)
+
+
+def test_round_trip_keeps_weights_and_card(model_dir):
+    loaded = load_model(model_dir)
+    assert loaded.directory == model_dir.resolve()
+    assert not loaded.network.training
+    assert loaded.card.contrasts == ("T1w", "FLAIR") and loaded.card.mode == "moddrop++"
+    assert loaded.card.created and loaded.card.software["torch"] == torch.__version__
+    assert loaded.sha256 == hashlib.sha256((model_dir / "model.pt").read_bytes()).hexdigest()
+    torch.manual_seed(0)
+    original = build_network(make_card().network)
+    for key, value in original.state_dict().items():
+        assert torch.equal(loaded.network.state_dict()[key], value), key
+    card = json.loads((model_dir / "model_card.json").read_text())
+    for key in ("name", "version", "description", "contrasts", "mode", "grid_mm", "slices_per_contrast",
+                "threshold", "network", "normalisation", "training", "metrics", "software", "created"):
+        assert key in card
+    assert card["normalisation"] == {"method": "kde-wm-peak", "background": -1.0, "wm_peak": -0.5}
+    assert card["network"]["dynamic_head"] is True
+    assert load_model(model_dir / "model_card.json").sha256 == loaded.sha256
+    assert not list(model_dir.glob(".*"))  # no temporary left behind
+
+
+def test_save_refuses_a_network_that_is_not_the_cards():
+    with pytest.raises(ValueError, match="not the card's"):
+        save_model("/nonexistent", build_network({**TINY, "growth_rate": 2}), make_card())
+
+
+def edit_card(model_dir: Path, **changes) -> None:
+    path = model_dir / "model_card.json"
+    card = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            del card[key]
+        else:
+            card[key] = value
+    path.write_text(json.dumps(card))
+
+
+def expect_model_error(path: Path, problem: str, names: Path) -> ModelError:
+    with pytest.raises(ModelError, match=problem) as info:
+        load_model(path)
+    assert str(names) in str(info.value)
+    assert info.value.exit_code == EXIT_DATA
+    return info.value
+
+
+def test_missing_directory(tmp_path):
+    expect_model_error(tmp_path / "nope", "does not exist", tmp_path / "nope")
+
+
+def test_a_file_instead_of_a_directory(tmp_path):
+    weights = tmp_path / "ms_net_G_1.pth"
+    weights.write_bytes(b"x")
+    expect_model_error(weights, "not a model directory.*import-weights", weights)
+
+
+def test_no_model_card(model_dir):
+    (model_dir / "model_card.json").unlink()
+    expect_model_error(model_dir, "no model card", model_dir / "model_card.json")
+
+
+def test_invalid_json(model_dir):
+    (model_dir / "model_card.json").write_text('{"name": "tiny",')
+    expect_model_error(model_dir, "not valid JSON", model_dir / "model_card.json")
+
+
+def test_missing_keys(model_dir):
+    edit_card(model_dir, contrasts=None, network=None)
+    expect_model_error(model_dir, "misses required key.*contrasts, network", model_dir / "model_card.json")
+
+
+def test_unknown_contrast(model_dir):
+    edit_card(model_dir, contrasts=["T1w", "DWI"])
+    expect_model_error(model_dir, "unknown contrast 'DWI'", model_dir / "model_card.json")
+
+
+@pytest.mark.parametrize("changes,problem", [
+    ({"contrasts": ["T1w", "FLAIR", "T2w"]}, "n_contrasts = 2 but the card lists 3"),
+    ({"mode": "moddrop"}, "has no dynamic head"),
+    ({"mode": "moddrop4"}, "unknown mode"),
+    ({"threshold": 1.5}, "threshold"),
+    ({"network": {**TINY, "dynamic_head": True, "layers": 3}}, "unknown network option"),
+    ({"contrasts": "T1w"}, "list of contrast names"),
+])
+def test_inconsistent_cards(model_dir, changes, problem):
+    edit_card(model_dir, **changes)
+    expect_model_error(model_dir, problem, model_dir / "model_card.json")
+
+
+def test_weights_file_missing(model_dir):
+    (model_dir / "model.pt").unlink()
+    expect_model_error(model_dir, "weights file does not exist", model_dir / "model.pt")
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 8, b"these are not weights\n", b""])
+def test_weights_that_are_not_a_state_dict(model_dir, content):
+    (model_dir / "model.pt").write_bytes(content)
+    expect_model_error(model_dir, "not a PyTorch state dict", model_dir / "model.pt")
+
+
+def test_a_pickled_object_is_refused(model_dir):
+    torch.save([torch.zeros(2)], model_dir / "model.pt")
+    expect_model_error(model_dir, "holds a list, not a state dict", model_dir / "model.pt")
+
+
+def test_state_dict_with_a_missing_key(model_dir):
+    state = torch.load(model_dir / "model.pt", weights_only=True)
+    state["first_conv.weight"] = state.pop("first_conv.conv.weight")
+    torch.save(state, model_dir / "model.pt")
+    expect_model_error(model_dir, "key 'first_conv.conv.weight' that the card's network .2 contrasts.* needs is missing",
+                       model_dir / "model.pt")
+
+
+def test_state_dict_with_an_extra_key(model_dir):
+    state = torch.load(model_dir / "model.pt", weights_only=True)
+    state["classifier.weight"] = torch.zeros(1)
+    torch.save(state, model_dir / "model.pt")
+    expect_model_error(model_dir, "unexpected key 'classifier.weight'", model_dir / "model.pt")
+
+
+def test_state_dict_of_another_shape(model_dir):
+    state = build_network({**TINY, "n_contrasts": 3, "dynamic_head": True}).state_dict()
+    torch.save(state, model_dir / "model.pt")
+    expect_model_error(model_dir, r"'first_conv.conv.weight' has shape \[8, 9, 3, 3\].*needs \[8, 6, 3, 3\]",
+                       model_dir / "model.pt")
+
+
+def test_state_dict_with_nan(model_dir):
+    state = torch.load(model_dir / "model.pt", weights_only=True)
+    state["final_conv.bias"][0] = float("nan")
+    torch.save(state, model_dir / "model.pt")
+    expect_model_error(model_dir, "'final_conv.bias' holds NaN", model_dir / "model.pt")
+
+
+def test_default_model_dir(monkeypatch, tmp_path, model_dir):
+    monkeypatch.setattr(model_module, "DEFAULT_MODEL_DIR", tmp_path / "absent")
+    with pytest.raises(ModelError, match="no default model is installed.*--model") as info:
+        default_model_dir()
+    assert str(tmp_path / "absent") in str(info.value)
+    monkeypatch.setattr(model_module, "DEFAULT_MODEL_DIR", model_dir)
+    assert default_model_dir() == model_dir
+
+
+def test_default_location_is_inside_the_package():
+    assert model_module.DEFAULT_MODEL_DIR.parts[-4:] == ("bids_mdpp", "data", "models", "default")

@@ -1,0 +1,80 @@
+"""``bids_mdpp synth``: help, a tiny run, and clear errors with BIDS-App exit codes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from bids_mdpp.cli import main
+from bids_mdpp.cli.synth import synth
+from bids_mdpp.errors import EXIT_USAGE
+
+TINY = ["--n", "1", "--scale", "0.2", "--contrasts", "T2w,FLAIR", "--no-progress"]
+
+
+def _exit_code(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    return stop.value.code
+
+
+def test_help_is_instant_and_lists_the_options():
+    code = ("import sys; from bids_mdpp.cli import main\n"
+            "try:\n    main(['synth', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'nilearn' not in sys.modules, 'heavy import'\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    for option in ("--n", "--seed", "--contrasts", "--sessions-fraction", "--clean-fraction",
+                   "--skull-fraction", "--nprocs", "--overwrite"):
+        assert option in run.stdout
+
+
+def test_a_tiny_run_writes_a_dataset_and_cites(tmp_path):
+    out = tmp_path / "synthetic"
+    result = CliRunner().invoke(synth, [str(out), *TINY, "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    assert "Wrote 1 subject (1 session)" in result.output and "Lesjak" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 4 and manifest["options"]["contrasts"] == ["FLAIR", "T2w"]
+    session = manifest["subjects"]["s001"]["sessions"][0]
+    assert set(session["contrasts"]) <= {"FLAIR", "T2w"}
+    assert (out / session["mask"]).exists()
+
+
+def test_a_non_empty_folder_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "synthetic"
+    assert _exit_code(["synth", str(out), *TINY]) == 0
+    capsys.readouterr()
+    assert _exit_code(["synth", str(out), *TINY]) == EXIT_USAGE
+    assert "not empty" in capsys.readouterr().err
+    assert _exit_code(["synth", str(out), *TINY, "--overwrite", "--seed", "9"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 9
+
+
+def test_overwrite_never_deletes_a_foreign_folder(tmp_path, capsys):
+    (tmp_path / "thesis.tex").write_text("precious")
+    assert _exit_code(["synth", str(tmp_path), *TINY, "--overwrite"]) == EXIT_USAGE
+    assert "refusing" in capsys.readouterr().err
+    assert (tmp_path / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--contrasts", "T1w,DWI"], "unknown contrast 'DWI'"),
+    (["--clean-fraction", "1.5"], "--clean-fraction"),
+    (["--n", "0"], "--n"),
+    (["--nprocs", "0"], "--nprocs"),
+])
+def test_bad_options_exit_64_with_a_message(tmp_path, capsys, argv, message):
+    assert _exit_code(["synth", str(tmp_path / "out"), *argv]) == EXIT_USAGE
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_path_that_is_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    assert _exit_code(["synth", str(target), *TINY]) == EXIT_USAGE
+    assert "a_file" in capsys.readouterr().err

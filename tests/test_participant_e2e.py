@@ -1,0 +1,196 @@
+"""End to end: ``bids_mdpp BIDS OUT participant`` with a tiny model on downsampled real scans.
+
+The model card asks for a 4 mm grid so that preprocessing and inference take seconds; every
+stage (discovery, checks, Nipype preprocessing, the network, outputs, report) is the product's.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.processing import resample_to_output
+
+from bids_builders import write_nifti
+from bids_mdpp.cli import main
+
+TINY = {"n_contrasts": 4, "growth_rate": 4, "down_blocks": (1, 1), "up_blocks": (1, 1),
+        "bottleneck_layers": 1, "first_conv_channels": 8, "dynamic_head": True}
+CROSS_NAMES = {"T1w": "T1w", "FLAIR": "FLAIR", "T2w": "T2w", "ceT1w": "ce-gadolinium_T1w"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    import torch
+
+    from bids_mdpp.model import ModelCard, save_model
+    from bids_mdpp.nn import build_network
+
+    torch.manual_seed(0)
+    card = ModelCard(name="tiny-test", version="0", contrasts=("T1w", "FLAIR", "T2w", "ceT1w"),
+                     mode="moddrop+", network=dict(TINY), grid_mm=4.0,
+                     description="random weights, for tests only")
+    directory = tmp_path_factory.mktemp("model") / "tiny"
+    save_model(directory, build_network(card.network), card)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def small_cross(tmp_path_factory, shared_data) -> Path:
+    """sub-26 of mslub-cross at 3 mm as two participants (sub-01: all four contrasts, sub-02:
+    FLAIR and T1w), in a fresh BIDS dataset."""
+    root = tmp_path_factory.mktemp("bids") / "small"
+    source = shared_data / "mslub-cross"
+    shutil.copy(source / "dataset_description.json", root.mkdir() or root / "dataset_description.json")
+    (root / "participants.tsv").write_text("participant_id\nsub-01\nsub-02\n")
+    (root / "README").write_text("Downsampled MSLUB sub-26 (CC-BY), for tests.\n")
+    for subject, contrasts in (("01", CROSS_NAMES), ("02", {"T1w": "T1w", "FLAIR": "FLAIR"})):
+        for contrast, name in contrasts.items():
+            img = nib.load(source / f"sub-26/anat/sub-26_{name}.nii.gz")
+            small = resample_to_output(img, voxel_sizes=(3, 3, 3), order=1)
+            dest = root / f"sub-{subject}/anat/sub-{subject}_{name}.nii.gz"
+            write_nifti(dest, np.asarray(small.dataobj, dtype=np.float32), affine=small.affine)
+    return root
+
+
+def run_cli(args) -> int:
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    return info.value.code
+
+
+def _copy_dataset(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest)
+    return dest
+
+
+def test_participant_run_writes_valid_derivatives_and_report(small_cross, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    code = run_cli([small_cross, out, "participant", "--model", tiny_model, "-w", tmp_path / "work",
+                    "--nprocs", "1"])
+    assert code == 0
+    mask = out / "sub-01/anat/sub-01_label-lesion_mask.nii.gz"
+    prob = out / "sub-01/anat/sub-01_label-lesion_probseg.nii.gz"
+    assert mask.exists() and prob.exists()
+    reference = nib.load(small_cross / "sub-01/anat/sub-01_FLAIR.nii.gz")
+    assert nib.load(mask).shape == reference.shape
+    assert np.allclose(nib.load(mask).affine, reference.affine)
+    sidecar = json.loads(mask.with_name(mask.name.replace(".nii.gz", ".json")).read_text())
+    assert sidecar["ModalityCode"] == "1111" and sidecar["ReferenceContrast"] == "FLAIR"
+    side2 = json.loads((out / "sub-02/anat/sub-02_label-lesion_mask.json").read_text())
+    assert side2["ModalityCode"] == "1100"
+    assert set(side2["ContrastsMissing"]) == {"T2w", "ceT1w"}
+    assert (out / "sub-01.html").exists() and (out / "sub-02.html").exists()
+    assert (out / "logs" / "CITATION.md").exists()
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(small_cross, derivatives=str(out), validate=False)
+    found = layout.get(subject="01", suffix="mask", label="lesion", extension=".nii.gz",
+                       return_type="filename", scope="derivatives")
+    assert [Path(f).name for f in found] == [mask.name]
+    validator = Path(__import__("sys").executable).parent / "bids-validator-deno"
+    result = subprocess.run([str(validator), str(out), "--datasetTypes", "derivative", "--format",
+                             "json"], capture_output=True, text=True)
+    errors = [i for i in json.loads(result.stdout)["issues"]["issues"] if i["severity"] == "error"]
+    assert errors == []
+
+    # a re-run skips finished participants; --overwrite redoes them
+    before = mask.stat().st_mtime_ns
+    assert run_cli([small_cross, out, "participant", "--model", tiny_model, "-w", tmp_path / "work",
+                    "--skip-bids-validation"]) == 0
+    assert mask.stat().st_mtime_ns == before
+    assert run_cli([small_cross, out, "participant", "--model", tiny_model, "-w", tmp_path / "work",
+                    "--skip-bids-validation", "--overwrite", "--participant-label", "01"]) == 0
+    assert mask.stat().st_mtime_ns != before
+
+    # the group level reads what the participant level wrote
+    assert run_cli([small_cross, out, "group"]) == 0
+    rows = (out / "group_lesions.tsv").read_text().splitlines()[1:]
+    assert sorted(row.split("\t")[0] for row in rows) == ["sub-01", "sub-02"]
+
+
+def _break(path: Path, how: str) -> None:
+    img = nib.load(path)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        raw = path.read_bytes()
+        path.write_bytes(raw[: len(raw) // 3])
+    elif how == "not-nifti":
+        path.write_bytes(gzip.compress(b"this is a text file"))
+    elif how == "4d":
+        nib.save(nib.Nifti1Image(np.stack([data, data], -1), img.affine), path)
+    elif how == "nan":
+        data[5, 5, 5] = np.nan
+        nib.save(nib.Nifti1Image(data, img.affine), path)
+    elif how == "zero-affine":
+        hdr = nib.Nifti1Header()
+        hdr.set_data_shape(data.shape)
+        hdr.set_data_dtype("float32")
+        for row in ("srow_x", "srow_y", "srow_z"):
+            hdr[row] = 0
+        hdr["sform_code"], hdr["qform_code"] = 1, 0
+        nib.save(nib.Nifti1Image(data, None, header=hdr), path)
+
+
+BREAKAGES = {  # participant → (how its FLAIR is broken, what the message must say)
+    "03": ("empty", "empty"), "04": ("truncated", "truncated or corrupt|not a readable"),
+    "05": ("not-nifti", "not a readable NIfTI"), "06": ("4d", "expected a 3D image"),
+    "07": ("nan", "NaN or infinite"), "08": ("zero-affine", "singular"),
+}
+
+
+def test_bad_inputs_fail_their_participant_only(small_cross, tiny_model, tmp_path):
+    import re
+
+    bids = _copy_dataset(small_cross, tmp_path / "bids")
+    for subject, (how, _) in BREAKAGES.items():
+        anat = bids / f"sub-{subject}/anat"
+        anat.mkdir(parents=True)
+        for name in ("T1w", "FLAIR"):
+            shutil.copy(bids / f"sub-02/anat/sub-02_{name}.nii.gz", anat / f"sub-{subject}_{name}.nii.gz")
+        _break(anat / f"sub-{subject}_FLAIR.nii.gz", how)
+    shutil.rmtree(bids / "sub-02")
+    out = tmp_path / "out"
+    args = [bids, out, "participant", "--model", tiny_model, "-w", tmp_path / "work",
+            "--skip-bids-validation"]
+    assert run_cli(args) == 1  # sub-01 finished, the broken ones failed
+    assert (out / "sub-01/anat/sub-01_label-lesion_mask.nii.gz").exists()
+    for subject, (how, message) in BREAKAGES.items():
+        assert not list(out.glob(f"sub-{subject}/anat/*_mask.nii.gz")), how
+        (crash,) = (out / "logs").glob(f"crash-sub-{subject}-*.txt")
+        first_lines = "\n".join(crash.read_text().splitlines()[:3])
+        assert f"sub-{subject}_FLAIR.nii.gz" in first_lines, how
+        assert re.search(message, first_lines), how
+        assert f"sub-{subject}_FLAIR.nii.gz" in (out / f"sub-{subject}.html").read_text()
+    # alone, a broken participant gives the bad-data exit code
+    assert run_cli([*args, "--participant-label", "07"]) == 65
+
+
+def test_model_that_is_not_a_model_exits_65(small_cross, tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "model_card.json").write_text("{not json")
+    code = run_cli([small_cross, tmp_path / "out", "participant", "--model", fake,
+                    "--skip-bids-validation"])
+    assert code == 65
+
+
+def test_participant_without_usable_contrast_exits_66_and_names_files(small_cross, tiny_model,
+                                                                       tmp_path):
+    bids = _copy_dataset(small_cross, tmp_path / "bids")
+    for path in (bids / "sub-02/anat").iterdir():
+        path.unlink()
+    write_nifti(bids / "sub-02/anat/sub-02_T2starw.nii.gz")
+    out = tmp_path / "out"
+    code = run_cli([bids, out, "participant", "--model", tiny_model, "--participant-label", "02",
+                    "--skip-bids-validation", "-w", tmp_path / "work"])
+    assert code == 66
+    (crash,) = (out / "logs").glob("crash-sub-02-*.txt")
+    assert "sub-02_T2starw.nii.gz" in crash.read_text()

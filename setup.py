@@ -40,6 +40,7 @@ setup(
         "pyyaml>=6",
         "jinja2>=3.1",
         "pandas>=1.5",
+        "platformdirs>=3",
         "bids-validator-deno>=2.0",
     ],
     extras_require={

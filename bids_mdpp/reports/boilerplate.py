@@ -122,8 +122,11 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
     if shipped_model:
         text += (f" The shipped model was trained on data derived from the MSLUB database "
                  f"{_cite('lesjak2018')}.")
-    keys = [k for k in REFERENCES if k != "lesjak2018" or shipped_model]
-    references = "\n".join(f"- {REFERENCES[k]}" for k in keys)
+    from bids_mdpp.workflows.preproc import PREPROC_REFERENCES
+
+    merged = {**PREPROC_REFERENCES, **REFERENCES}  # the preprocessing text cites these too
+    keys = [k for k in merged if k != "lesjak2018" or shipped_model]
+    references = "\n".join(f"- {merged[k]}" for k in keys)
     return f"{preproc_desc.strip()}\n\n{text}\n\n### References\n\n{references}\n"
 
 

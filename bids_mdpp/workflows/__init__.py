@@ -1,0 +1,1 @@
+"""Nipype workflows built by ``init_*_wf`` functions."""

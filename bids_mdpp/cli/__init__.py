@@ -44,11 +44,14 @@ class BidsAppGroup(click.Group):
             args = ["run", "--help"]
         elif args[0] != "--version" and args[0] not in SUBCOMMANDS:
             args = ["run", *expand_label_lists(args)]
+        elif args[0] == "train":
+            args = ["train", *expand_label_lists(args[1:])]
         return super().parse_args(ctx, args)
 
 
 #: Options that take a space-separated list, as in the BIDS-Apps specification.
-LIST_OPTIONS = ("--participant-label", "--participant_label", "--session-label", "--session_label")
+LIST_OPTIONS = ("--participant-label", "--participant_label", "--session-label", "--session_label",
+                "--output-spaces", "--output_spaces")
 
 
 def expand_label_lists(args: list[str]) -> list[str]:

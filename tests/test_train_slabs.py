@@ -1,0 +1,166 @@
+"""The slab cache and the Dataset of augmented 2.5D crops."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from test_train_support import normalised_subject
+
+from bids_mdpp.errors import NoInputError
+from bids_mdpp.training.slabs import (
+    AugmentationSettings,
+    SlabDataset,
+    make_sample,
+    open_subject_cache,
+    take_slab,
+    write_subject_cache,
+)
+
+CONTRASTS = ("T1w", "FLAIR", "T2w", "PDw")
+
+
+@pytest.fixture
+def caches(tmp_path):
+    """Two cached subjects: one with T1w+FLAIR+T2w, one with FLAIR only."""
+    out = []
+    for seed, contrasts in ((1, ("T1w", "FLAIR", "T2w")), (2, ("FLAIR",))):
+        volumes, label, brain = normalised_subject(seed, contrasts)
+        out.append(write_subject_cache(
+            tmp_path / f"sub-{seed}", key=f"sub-{seed}", subject=str(seed), volumes=volumes,
+            label=label, brain=brain, contrasts=CONTRASTS, fingerprint=f"fp{seed}"))
+    return out
+
+
+def test_cache_round_trip_memory_maps_and_lesion_slices(caches, tmp_path):
+    cache = caches[0]
+    images = cache.images()
+    assert isinstance(images, np.memmap) and images.shape == (4, 40, 40, 40)
+    assert images.dtype == np.float16
+    assert cache.available == (True, True, True, False)
+    assert not np.any(images[3])  # PDw absent → zeros
+    volumes, label, _ = normalised_subject(1, ("T1w", "FLAIR", "T2w"))
+    np.testing.assert_allclose(images[1], volumes["FLAIR"], atol=2e-3)
+    assert set(cache.volumes()) == {"T1w", "FLAIR", "T2w"}
+    for axis in range(3):
+        counts = label.sum(axis=tuple(a for a in range(3) if a != axis))
+        assert list(cache.lesion_slices[axis]) == list(np.flatnonzero(counts >= 2))
+    reopened = open_subject_cache(tmp_path / "sub-1", "fp1")
+    assert reopened == cache
+    assert open_subject_cache(tmp_path / "sub-1", "other inputs") is None
+    assert open_subject_cache(tmp_path / "nowhere") is None
+    (tmp_path / "sub-1" / "label.npy").unlink()
+    assert open_subject_cache(tmp_path / "sub-1", "fp1") is None
+
+
+def test_take_slab_stacks_neighbours_contrast_major_with_replicated_edges():
+    images = np.arange(2 * 4 * 5 * 6, dtype=np.float32).reshape(2, 4, 5, 6)
+    slab = take_slab(images, 1, 0)
+    assert slab.shape == (2, 3, 4, 6)
+    np.testing.assert_array_equal(slab[1, 0], images[1, :, 0, :])  # edge replicated
+    np.testing.assert_array_equal(slab[1, 2], images[1, :, 1, :])
+    slab = take_slab(images, 2, 5)
+    np.testing.assert_array_equal(slab[0, 0], images[0, :, :, 4])
+    np.testing.assert_array_equal(slab[0, 2], images[0, :, :, 5])
+
+
+def test_samples_have_the_documented_content(caches):
+    dataset = SlabDataset(caches, seed=3, settings=AugmentationSettings(crop=48))
+    assert len(dataset) == sum(len(s) for c in caches for s in c.lesion_slices)
+    for item in range(0, len(dataset), 7):
+        sample = dataset[item]
+        image, label = sample["image"], sample["label"]
+        assert image.shape == (12, 48, 48) and image.dtype == torch.float32
+        assert label.shape == (1, 48, 48) and set(label.unique().tolist()) <= {0.0, 1.0}
+        available, drop = sample["available"], sample["drop"]
+        assert torch.all(drop <= available) and drop.sum() >= 1
+        for k in range(4):
+            if not available[k]:
+                assert torch.all(image[3 * k:3 * k + 3] == 0)
+            else:  # the 40-voxel slice is padded with the background value to 48
+                assert image[3 * k:3 * k + 3].min() >= -1.2
+                assert torch.all(image[3 * k + 1, 0, :] == -1)
+
+
+def test_a_lesion_centred_crop_contains_the_lesion(caches):
+    settings = AugmentationSettings(crop=16, uniform_crop_p=0.0, intensity_p=0.0)
+    dataset = SlabDataset(caches, seed=0, settings=settings)
+    assert all(dataset[i]["label"].sum() >= 1 for i in range(len(dataset)))
+
+
+def test_samples_are_deterministic_per_seed_epoch_and_item(caches):
+    a = SlabDataset(caches, seed=5, settings=AugmentationSettings(crop=32))
+    b = SlabDataset(caches, seed=5, settings=AugmentationSettings(crop=32))
+    for key in ("image", "drop", "label"):
+        assert torch.equal(a[4][key], b[4][key])
+    before = a.params(4)
+    a.set_epoch(1)
+    assert a.params(4) != before
+    c = SlabDataset(caches, seed=6, settings=AugmentationSettings(crop=32))
+    assert c.params(4) != before
+
+
+def test_drop_out_draws_every_non_empty_subset_and_can_be_off(caches):
+    dataset = SlabDataset(caches[:1], seed=0, settings=AugmentationSettings(crop=32))
+    codes = set()
+    for epoch in range(30):
+        dataset.set_epoch(epoch)
+        codes.update(dataset.params(i).drop for i in range(len(dataset)))
+    assert codes == {(a, b, c, 0) for a in (0, 1) for b in (0, 1) for c in (0, 1)} - {(0, 0, 0, 0)}
+    fixed = SlabDataset(caches[:1], seed=0, moddrop=False)
+    assert {fixed.params(i).drop for i in range(len(fixed))} == {(1, 1, 1, 0)}
+
+
+def plain_params(caches):
+    """A 40-voxel crop of the first sample with every augmentation switched off."""
+    dataset = SlabDataset(caches[:1], seed=0, settings=AugmentationSettings(crop=40))
+    params = dataclasses.replace(dataset.params(0), origin=(0, 0), flips=(False, False),
+                                 transpose=False, gamma=(1.0,) * 4, scale=(1.0,) * 4,
+                                 noise_sigma=(0.0,) * 4)
+    return dataset, params
+
+
+def test_flips_and_transpose_move_image_and_label_together(caches):
+    dataset, params = plain_params(caches)
+    images, label = dataset.arrays(0)
+    available = caches[0].available
+    plain, plain_label = make_sample(images, label, params, available, 40)
+    flipped, flipped_label = make_sample(
+        images, label, dataclasses.replace(params, flips=(True, False), transpose=True),
+        available, 40)
+    np.testing.assert_array_equal(flipped, np.flip(plain, axis=1).swapaxes(1, 2))
+    np.testing.assert_array_equal(flipped_label, np.flip(plain_label, axis=1).swapaxes(1, 2))
+
+
+def test_intensity_augmentation_keeps_background_and_white_matter_peak(caches):
+    dataset, base = plain_params(caches)
+    images, label = dataset.arrays(0)
+    plain, _ = make_sample(images, label, base, caches[0].available, 40)
+    gamma = dataclasses.replace(base, gamma=(1.3, 1.0, 1.0, 1.0))
+    changed, _ = make_sample(images, label, gamma, caches[0].available, 40)
+    background = plain[:3] == -1
+    np.testing.assert_array_equal(changed[:3][background], -1)
+    near_peak = np.abs(plain[:3] + 0.5) < 1e-3
+    np.testing.assert_allclose(changed[:3][near_peak], -0.5, atol=2e-3)
+    assert not np.allclose(changed[:3], plain[:3])
+    np.testing.assert_array_equal(changed[3:], plain[3:])  # other contrasts untouched
+
+
+def test_no_lesion_slice_is_an_error_naming_the_sessions(tmp_path):
+    volumes, label, brain = normalised_subject(0, ("FLAIR",))
+    empty = write_subject_cache(tmp_path / "e", key="sub-e", subject="e", volumes=volumes,
+                                label=np.zeros_like(label), brain=brain, contrasts=("FLAIR",))
+    with pytest.raises(NoInputError, match="sub-e"):
+        SlabDataset([empty])
+
+
+def test_dataset_pickles_without_its_memory_maps(caches):
+    import pickle
+
+    dataset = SlabDataset(caches, seed=1, settings=AugmentationSettings(crop=32))
+    first = dataset[0]
+    assert dataset._arrays
+    clone = pickle.loads(pickle.dumps(dataset))
+    assert clone._arrays == {}
+    assert torch.equal(clone[0]["image"], first["image"])

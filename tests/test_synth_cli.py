@@ -28,7 +28,7 @@ def test_help_is_instant_and_lists_the_options():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     for option in ("--n", "--seed", "--contrasts", "--sessions-fraction", "--clean-fraction",
-                   "--skull-fraction", "--nprocs", "--overwrite"):
+                   "--skull-fraction", "--nprocs", "--overwrite", "--complete"):
         assert option in run.stdout
 
 
@@ -42,6 +42,16 @@ def test_a_tiny_run_writes_a_dataset_and_cites(tmp_path):
     session = manifest["subjects"]["s001"]["sessions"][0]
     assert set(session["contrasts"]) <= {"FLAIR", "T2w"}
     assert (out / session["mask"]).exists()
+
+
+def test_complete_gives_every_session_every_contrast(tmp_path):
+    out = tmp_path / "complete"
+    result = CliRunner().invoke(synth, [str(out), *TINY, "--seed", "4", "--complete"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["complete"] is True
+    session = manifest["subjects"]["s001"]["sessions"][0]
+    assert session["contrasts"] == ["FLAIR", "T2w"]
 
 
 def test_a_non_empty_folder_needs_overwrite(tmp_path, capsys):

@@ -181,6 +181,18 @@ def test_contrast_subsets_are_never_empty_and_mostly_have_flair():
     assert all(pdw_or_ce) and pdw_or_ce <= {("PDw",), ("ceT1w",), ("PDw", "ceT1w")}
 
 
+def test_a_complete_protocol_gives_every_session_every_contrast_and_changes_nothing_else():
+    pool = ("T1w", "FLAIR", "T2w", "ceT1w")
+    options = SynthOptions(contrasts=pool, sessions_fraction=0.5)
+    complete = SynthOptions(contrasts=pool, sessions_fraction=0.5, complete=True)
+    for index in range(30):
+        random_subsets, full = draw_subject(index, 3, options), draw_subject(index, 3, complete)
+        assert all(s.contrasts == pool for s in full.sessions)
+        assert [s.scene for s in full.sessions] == [s.scene for s in random_subsets.sessions]
+    subsets = {s.contrasts for i in range(30) for s in draw_subject(i, 3, options).sessions}
+    assert len(subsets) > 1
+
+
 def test_fractions_of_sessions_clean_and_skull_subjects():
     options = SynthOptions(sessions_fraction=0.3, clean_fraction=0.2, skull_fraction=0.5)
     specs = [draw_subject(i, 11, options) for i in range(400)]

@@ -26,6 +26,8 @@ _CITATION = (
               help="Random seed: the same seed writes the same dataset.")
 @click.option("--contrasts", default=",".join(CONTRASTS), show_default=True,
               help="Contrasts subjects may have (comma-separated); each subject gets a random subset.")
+@click.option("--complete", is_flag=True,
+              help="Every session has every contrast of --contrasts (no random subsets).")
 @click.option("--sessions-fraction", type=_FRACTION, default=0.25, show_default=True,
               help="Share of subjects with a second session (0: no session folders).")
 @click.option("--clean-fraction", type=_FRACTION, default=0.3, show_default=True,
@@ -40,7 +42,8 @@ _CITATION = (
               help="Replace a dataset previously written by this command in OUT_DIR.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar.")
-def synth(out_dir: Path, n_subjects: int, seed: int, contrasts: str, sessions_fraction: float,
+def synth(out_dir: Path, n_subjects: int, seed: int, contrasts: str, complete: bool,
+          sessions_fraction: float,
           clean_fraction: float, skull_fraction: float, scale: float, nprocs: int,
           overwrite: bool, progress: bool) -> None:
     """Write a synthetic BIDS dataset of MS patients to OUT_DIR, with reference lesion masks.
@@ -63,7 +66,7 @@ def synth(out_dir: Path, n_subjects: int, seed: int, contrasts: str, sessions_fr
     pool = tuple(c for c in CONTRASTS if c in chosen)
     options = SynthOptions(contrasts=pool, sessions_fraction=sessions_fraction,
                            clean_fraction=clean_fraction, skull_fraction=skull_fraction,
-                           scale=scale)
+                           scale=scale, complete=complete)
     with tqdm(total=n_subjects, unit="subject", desc="synth", disable=not progress) as bar:
         manifest = write_dataset(out_dir, n_subjects, seed, options, nprocs=nprocs,
                                  overwrite=overwrite, on_subject_done=lambda label: bar.update())

@@ -55,6 +55,9 @@ class SynthOptions:
         Share of the other (raw) subjects whose images show the whole head.
     scale : float
         Voxel sizes are divided by it (0.5: every grid twice as coarse; for quick tests).
+    complete : bool
+        Every session has every contrast of ``contrasts`` (as in a research protocol, or the
+        UMCL data of the paper) instead of a random subset.
     """
 
     contrasts: tuple[str, ...] = CONTRASTS
@@ -62,6 +65,7 @@ class SynthOptions:
     clean_fraction: float = 0.3
     skull_fraction: float = 0.7
     scale: float = 1.0
+    complete: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,15 @@ def subject_label(index: int) -> str:
     return f"s{index + 1:03d}"
 
 
-def draw_contrast_subset(rng: np.random.Generator, pool: tuple[str, ...]) -> tuple[str, ...]:
-    """Each contrast of ``pool`` with its :data:`CONTRAST_PROBABILITY`; never empty."""
+def draw_contrast_subset(rng: np.random.Generator, pool: tuple[str, ...],
+                         complete: bool = False) -> tuple[str, ...]:
+    """Each contrast of ``pool`` with its :data:`CONTRAST_PROBABILITY`; never empty.
+
+    With ``complete`` the whole pool (the random draws are still made, so that every other
+    choice of the subject stays the same).
+    """
     draws = {c: rng.random() < CONTRAST_PROBABILITY[c] for c in CONTRASTS}
-    chosen = tuple(c for c in CONTRASTS if c in pool and draws[c])
+    chosen = tuple(c for c in CONTRASTS if c in pool and (complete or draws[c]))
     if chosen:
         return chosen
     weights = np.array([CONTRAST_PROBABILITY[c] for c in pool])
@@ -123,12 +132,12 @@ def draw_subject(index: int, seed: int, options: SynthOptions) -> SubjectSpec:
     with_sessions = options.sessions_fraction > 0
     n_sessions = 2 if sessions_draw < options.sessions_fraction else 1
     sessions = []
-    contrasts = draw_contrast_subset(rng, options.contrasts)
+    contrasts = draw_contrast_subset(rng, options.contrasts, options.complete)
     for number in range(1, n_sessions + 1):
         if number > 1:
             scene = _follow_up(scene, rng)
             if rng.random() >= SAME_PROTOCOL_PROBABILITY:
-                contrasts = draw_contrast_subset(rng, options.contrasts)
+                contrasts = draw_contrast_subset(rng, options.contrasts, options.complete)
         position = draw_head_position(rng, clean)
         acquisitions = {c: draw_acquisition_params(rng, clean, field_strength) for c in CONTRASTS}
         sessions.append(SessionSpec(

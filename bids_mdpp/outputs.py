@@ -7,6 +7,8 @@ Layout of ``OUTPUT_DIR`` (see ``docs/outputs.md``)::
     sub-X/[ses-Y/]anat/<key>_label-lesion_probseg.nii.gz (+ .json)   float32 0–1
     sub-X/[ses-Y/]anat/<key>_label-lesion_stats.tsv (+ .json)        one row per lesion
     sub-X/[ses-Y/]anat/<key>_from-<contrast>_to-<reference>_mode-image_xfm.txt
+    sub-X/[ses-Y/]anat/<key>_space-<template>_label-lesion_{mask,probseg}.nii.gz (+ .json),
+        <key>_from-<reference>_to-<template>_mode-image_xfm.txt   (--output-spaces)
 
 ``<key>`` is ``sub-X[_ses-Y]`` plus the ``acq-``, ``rec-`` and ``run-`` entities of the
 reference image.  Every name is built from entities with pybids' ``build_path`` and the
@@ -49,7 +51,7 @@ _KEY = ("sub-{subject}[/ses-{session}]/{datatype<anat>|anat}/sub-{subject}[_ses-
 
 #: pybids ``build_path`` patterns of every file a session writes.
 PATH_PATTERNS: tuple[str, ...] = (
-    _KEY + "_label-{label}_{suffix<mask|probseg>}{extension<.nii.gz|.json>|.nii.gz}",
+    _KEY + "[_space-{space}]_label-{label}_{suffix<mask|probseg>}{extension<.nii.gz|.json>|.nii.gz}",
     _KEY + "_label-{label}_{suffix<stats>}{extension<.tsv|.json>|.tsv}",
     _KEY + "_from-{from}_to-{to}_mode-{mode<image>|image}_{suffix<xfm>}{extension<.txt>|.txt}",
 )
@@ -155,6 +157,19 @@ def derivative_paths(output_dir: os.PathLike | str, inputs: SessionInputs,
             for name, extra in files.items()}
 
 
+def space_paths(output_dir: os.PathLike | str, inputs: SessionInputs, reference: str,
+                space: str) -> dict[str, Path]:
+    """The template-space mask and probseg (+ sidecars) and the transform of a session."""
+    base = {**_entities(inputs, reference), "space": space, "label": "lesion"}
+    paths = {name: _build(Path(output_dir), {**base, "suffix": suffix, "extension": ext})
+             for name, suffix, ext in (("mask", "mask", ".nii.gz"), ("mask_json", "mask", ".json"),
+                                       ("probseg", "probseg", ".nii.gz"),
+                                       ("probseg_json", "probseg", ".json"))}
+    paths["xfm"] = _build(Path(output_dir), {**_entities(inputs, reference), "from": reference,
+                                             "to": space, "suffix": "xfm"})
+    return paths
+
+
 def xfm_path(output_dir: os.PathLike | str, inputs: SessionInputs, reference: str,
              moving: str) -> Path:
     """``<key>_from-<moving>_to-<reference>_mode-image_xfm.txt`` of a session."""
@@ -170,9 +185,14 @@ def figure_path(output_dir: os.PathLike | str, inputs: SessionInputs, reference:
     return _build(Path(output_dir), entities, (FIGURE_PATTERN,))
 
 
-def session_is_done(output_dir: os.PathLike | str, inputs: SessionInputs, reference: str) -> bool:
-    """True when the session's mask, probseg, stats and their sidecars all exist."""
-    return all(path.is_file() for path in derivative_paths(output_dir, inputs, reference).values())
+def session_is_done(output_dir: os.PathLike | str, inputs: SessionInputs, reference: str,
+                    spaces: tuple[str, ...] = ()) -> bool:
+    """True when the session's mask, probseg, stats and their sidecars all exist, and so do
+    the files of every template space in ``spaces``."""
+    wanted = list(derivative_paths(output_dir, inputs, reference).values())
+    for space in spaces:
+        wanted += list(space_paths(output_dir, inputs, reference, space).values())
+    return all(path.is_file() for path in wanted)
 
 
 def bids_uri(path: os.PathLike | str, subject: str, dataset: str = RAW_LINK) -> str:

@@ -136,6 +136,16 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
     )
     LOGGER.info("%s: %d lesion(s), %.0f mm³", usable.key, outputs.summary["LesionCount"],
                 outputs.summary["TotalLesionVolume"])
+    if config.output_spaces:
+        from bids_mdpp.outputs import provenance
+        from bids_mdpp.spaces import write_space_outputs
+
+        common = provenance(usable, preproc, card.to_dict(), loaded.sha256)
+        for space in config.output_spaces:
+            LOGGER.info("%s: registering to %s", usable.key, space)
+            write_space_outputs(config.output_dir, usable, preproc, probability, space,
+                                threshold=threshold, min_lesion_mm3=config.min_lesion_mm3,
+                                native_mask=outputs.mask, common=common)
     return SessionReport(
         inputs=usable, preproc=preproc, outputs=outputs,
         boilerplate=boilerplate(usable.contrasts, preproc.reference), error=None,
@@ -233,7 +243,8 @@ def _done(config: RunConfig, inputs: SessionInputs, model_contrasts, session_is_
     known = [c for c in inputs.contrasts if c in model_contrasts]
     if not known:
         return False
-    return session_is_done(config.output_dir, inputs, choose_reference(known))
+    return session_is_done(config.output_dir, inputs, choose_reference(known),
+                           config.output_spaces)
 
 
 def exit_code(failures: list[Exception], attempted: int) -> int:

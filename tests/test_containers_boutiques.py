@@ -78,7 +78,7 @@ def test_participant_invocation_becomes_the_expected_command(tmp_path):
         "bids_dir": "/data", "output_dir": "/out", "analysis_level": "participant",
         "participant_label": ["01", "sub-02"], "session_label": ["1"], "nprocs": 2,
         "omp_nthreads": 1, "mem": "8G", "precision": "fp32", "threshold": 0.4,
-        "output_spaces": "MNI152NLin2009cAsym", "skip_bids_validation": True, "verbose": "-vv",
+        "output_spaces": ["MNI152NLin2009cAsym", "MNI152NLin2009aSym"], "skip_bids_validation": True, "verbose": "-vv",
     }, tmp_path)
     params = parse(args)
     assert (params["bids_dir"], params["output_dir"], params["analysis_level"]) == (
@@ -87,7 +87,8 @@ def test_participant_invocation_becomes_the_expected_command(tmp_path):
     assert _labels(params["session_label"]) == ("1",)
     assert (params["nprocs"], params["omp_nthreads"], params["mem"]) == (2, 1, "8G")
     assert (params["precision"], params["threshold"], params["verbose"]) == ("fp32", 0.4, 2)
-    assert params["output_spaces"] == ("MNI152NLin2009cAsym",) and params["skip_bids_validation"]
+    assert _labels(params["output_spaces"]) == ("MNI152NLin2009cAsym", "MNI152NLin2009aSym")
+    assert params["skip_bids_validation"]
 
 
 def test_group_invocation_keeps_the_output_directory_and_labels(tmp_path):

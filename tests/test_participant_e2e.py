@@ -114,6 +114,50 @@ def test_participant_run_writes_valid_derivatives_and_report(small_cross, tiny_m
     assert sorted(row.split("\t")[0] for row in rows) == ["sub-01", "sub-02"]
 
 
+def test_output_spaces_write_template_space_maps_and_a_transform(small_cross, tiny_model, tmp_path,
+                                                               monkeypatch):
+    import SimpleITK as sitk
+
+    from bids_mdpp.templates import nilearn_files
+
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / "no-templateflow"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    args = [small_cross, out, "participant", "--model", tiny_model, "-w", tmp_path / "work",
+            "--participant-label", "02", "--skip-bids-validation"]
+    assert run_cli([*args, "--output-spaces", "MNI152NLin2009cAsym"]) == 64  # not offline here
+    assert not (out / "sub-02").exists()
+    assert run_cli(args) == 0
+    assert run_cli([*args, "--output-spaces", "MNI152NLin2009aSym"]) == 0  # not skipped: new space
+    anat = out / "sub-02" / "anat"
+    mask = anat / "sub-02_space-MNI152NLin2009aSym_label-lesion_mask.nii.gz"
+    prob = anat / "sub-02_space-MNI152NLin2009aSym_label-lesion_probseg.nii.gz"
+    xfm = anat / "sub-02_from-FLAIR_to-MNI152NLin2009aSym_mode-image_xfm.txt"
+    template = nib.load(nilearn_files(1)[0])
+    for path in (mask, prob):
+        img = nib.load(path)
+        assert img.shape == template.shape and np.allclose(img.affine, template.affine)
+    probability = np.asarray(nib.load(prob).dataobj)
+    assert probability.dtype == np.float32 and 0 <= probability.min() and probability.max() <= 1
+    assert np.array_equal(np.asarray(nib.load(mask).dataobj) > 0, probability >= 0.5)
+    sidecar = json.loads(mask.with_name(mask.name.replace(".nii.gz", ".json")).read_text())
+    assert sidecar["Template"] == "MNI152NLin2009aSym" and sidecar["Type"] == "Lesion"
+    assert sidecar["Sources"] == ["bids::sub-02/anat/sub-02_label-lesion_mask.nii.gz"]
+    assert sidecar["ModalityCode"] == "1100" and xfm.name in sidecar["Registration"]
+    transform = sitk.ReadTransform(str(xfm))
+    matrix = np.reshape(sitk.AffineTransform(transform).GetMatrix(), (3, 3))
+    # sub-26's brain (1.1 l, tightly stripped) is about 0.85 times the template's in each axis
+    assert 0.75 < abs(np.linalg.det(matrix)) ** (1 / 3) < 0.95
+    validator = Path(__import__("sys").executable).parent / "bids-validator-deno"
+    result = subprocess.run([str(validator), str(out), "--datasetTypes", "derivative", "--format",
+                             "json"], capture_output=True, text=True)
+    errors = [i for i in json.loads(result.stdout)["issues"]["issues"] if i["severity"] == "error"]
+    assert errors == []
+    stamp = mask.stat().st_mtime_ns  # everything asked for exists now: skipped
+    assert run_cli([*args, "--output-spaces", "MNI152NLin2009aSym"]) == 0
+    assert mask.stat().st_mtime_ns == stamp
+
+
 def _break(path: Path, how: str) -> None:
     img = nib.load(path)
     data = np.asarray(img.dataobj, dtype=np.float32)

@@ -67,7 +67,8 @@ def _labels(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--use-plugin", "--use_plugin", "use_plugin", type=click.Path(path_type=Path),
               help="Nipype plugin configuration file (YAML), e.g. for SLURM.")
 @click.option("--output-spaces", "--output_spaces", "output_spaces", multiple=True,
-              help="Also write the mask in these template spaces (MNI152NLin2009cAsym).")
+              help="Also write the lesion maps in these template spaces (affine fit), e.g. "
+              "MNI152NLin2009cAsym from TEMPLATEFLOW_HOME, or MNI152NLin2009aSym (bundled).")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=None, help="Probability threshold of the mask (default: the model's).")
 @click.option("--min-lesion-size", "min_lesion_size", type=click.FloatRange(min=0), default=0.0,
@@ -106,10 +107,13 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
             raise UsageError(f"{flag} {path}: no such file or directory")
     if labels is not None and analysis_level != "group":
         raise UsageError("--labels is only used at the group level")
-    unknown_spaces = [s for s in output_spaces if s not in ("MNI152NLin2009cAsym",)]
-    if unknown_spaces:
-        raise UsageError(f"--output-spaces: unsupported space(s) {', '.join(unknown_spaces)}; "
-                         "supported: MNI152NLin2009cAsym")
+    output_spaces = _labels(output_spaces)
+    if output_spaces and analysis_level != "participant":
+        raise UsageError("--output-spaces is only used at the participant level")
+    if output_spaces:
+        from bids_mdpp.spaces import check_spaces
+
+        output_spaces = check_spaces(output_spaces)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     nprocs = nprocs or cores or 1
     config = RunConfig(

@@ -62,6 +62,27 @@ def fit_template(img: nib.spatialimages.SpatialImage, template_t1: os.PathLike |
     similarity.SetScale(INITIAL_SCALE)
     try:
         _search(template, subject, masks, similarity, seed=seed)
+    except RuntimeError as exc:
+        raise InputDataError(name, f"registration of the brain template failed "
+                                   f"({_reason(exc)})") from exc
+    affine = _similarity_then_affine(template, subject, masks, similarity, seed=seed, name=name,
+                                     what="registration of the brain template",
+                                     hint="; is this a head image?")
+    return affine.GetInverse()
+
+
+def _reason(exc: RuntimeError) -> str:
+    return str(exc).strip().splitlines()[-1]
+
+
+def _similarity_then_affine(template, subject, masks, similarity: sitk.Similarity3DTransform, *,
+                            seed: int, name, what: str, hint: str = "") -> sitk.AffineTransform:
+    """Optimise ``similarity`` (4/2 mm), then an affine transform started from it (2/1 mm).
+
+    Raises :class:`InputDataError` naming ``name`` when ITK fails or the scale leaves
+    :data:`SCALE_RANGE` (``what`` and ``hint`` word the message).
+    """
+    try:
         _optimise(template, subject, masks, similarity, smoothing_mm=(4.0, 2.0), seed=seed)
         affine = sitk.AffineTransform(3)
         affine.SetCenter(similarity.GetCenter())
@@ -69,14 +90,11 @@ def fit_template(img: nib.spatialimages.SpatialImage, template_t1: os.PathLike |
         affine.SetTranslation(similarity.GetTranslation())
         _optimise(template, subject, masks, affine, smoothing_mm=(2.0, 1.0), seed=seed)
     except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1]
-        raise InputDataError(name, f"registration of the brain template failed ({reason})") from exc
+        raise InputDataError(name, f"{what} failed ({_reason(exc)})") from exc
     scale = abs(np.linalg.det(np.reshape(affine.GetMatrix(), (3, 3)))) ** (1 / 3)
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
-        raise InputDataError(
-            name, f"registration of the brain template diverged (scale {scale:.2f}); is this a "
-                  f"head image?")
-    return affine.GetInverse()
+        raise InputDataError(name, f"{what} diverged (scale {scale:.2f}){hint}")
+    return affine
 
 
 def _inner_head(image: sitk.Image) -> sitk.Image:
@@ -95,15 +113,17 @@ def _windowed(image: sitk.Image) -> sitk.Image:
     return sitk.IntensityWindowing(image, float(low), float(high), 0.0, 1.0)
 
 
-def _method(fixed_mask: sitk.Image, moving_mask: sitk.Image, *, shrink, smoothing_mm,
+def _method(fixed_mask: sitk.Image, moving_mask: sitk.Image | None, *, shrink, smoothing_mm,
             seed: int) -> sitk.ImageRegistrationMethod:
-    """Mattes MI on both masks, linear interpolation, a pyramid (shrink, smoothing in mm)."""
+    """Mattes MI on the masks (no moving mask: None), linear interpolation, a pyramid
+    (shrink, smoothing in mm)."""
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(SAMPLING_FRACTION, seed)
     method.SetMetricFixedMask(fixed_mask)
-    method.SetMetricMovingMask(moving_mask)
+    if moving_mask is not None:
+        method.SetMetricMovingMask(moving_mask)
     method.SetMetricUseFixedImageGradientFilter(False)
     method.SetMetricUseMovingImageGradientFilter(False)
     method.SetInterpolator(sitk.sitkLinear)
@@ -144,3 +164,32 @@ def warp_template_mask(template_mask: os.PathLike | str, target: nib.spatialimag
     warped = sitk.Resample(brain, nib_to_sitk(target), to_template, sitk.sitkLinear, 0.0)
     data = sitk.GetArrayFromImage(warped).transpose(2, 1, 0)
     return with_data(target, np.clip(data, 0.0, 1.0).astype(np.float32))
+
+
+def fit_brain_to_template(brain: nib.spatialimages.SpatialImage,
+                          brain_mask: nib.spatialimages.SpatialImage,
+                          template_t1: os.PathLike | str, template_mask: os.PathLike | str, *,
+                          name: os.PathLike | str = "image", seed: int = 1) -> sitk.AffineTransform:
+    """Affine (12-dof) transform mapping template points to points of a brain-only image.
+
+    ``brain`` is a skull-stripped image (any contrast; the model-grid reference image of
+    preprocessing) and ``brain_mask`` its mask; the template's T1w is masked by its brain
+    mask.  Stages: centres of mass of both masks, a similarity then an affine stage (Mattes
+    MI, 4/2 mm).  The result resamples the subject's maps into the template (ITK's
+    ``from-<subject>_to-<template>`` convention).  Raises :class:`InputDataError` naming
+    ``name`` when the optimisation fails or the scale is implausible.
+    """
+    template = sitk.ReadImage(str(template_t1), sitk.sitkFloat32)
+    template_brain = sitk.Cast(sitk.ReadImage(str(template_mask)) > 0, sitk.sitkUInt8)
+    template = sitk.Mask(template, template_brain)
+    subject_brain = sitk.Cast(nib_to_sitk(brain_mask) > 0, sitk.sitkUInt8)
+    subject = sitk.Mask(nib_to_sitk(brain), subject_brain, outsideValue=float(
+        np.min(np.asarray(brain.dataobj))))
+    radius = [int(round(TEMPLATE_MASK_DILATION_MM / s)) for s in template.GetSpacing()]
+    # No moving mask: the subject's image is brain-only already.
+    masks = (sitk.BinaryDilate(template_brain, radius), None)
+    similarity = sitk.CenteredTransformInitializer(
+        template_brain, subject_brain, sitk.Similarity3DTransform(),
+        sitk.CenteredTransformInitializerFilter.MOMENTS)
+    return _similarity_then_affine(template, subject, masks, similarity, seed=seed, name=name,
+                                   what="registration to the template")

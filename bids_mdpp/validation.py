@@ -5,12 +5,14 @@ many files it concerns and a few of their names.  Warnings are logged at debug l
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +86,20 @@ def summarise(report: dict) -> list[ValidationIssue]:
     return out
 
 
+@contextlib.contextmanager
+def _usable_home(env: dict[str, str]):
+    """Point ``env["HOME"]`` at a scratch folder while the validator runs when HOME is not a
+    writable folder (a read-only container): the validator reads ``$HOME/.npmrc`` and stops
+    when HOME is not a directory."""
+    home = env.get("HOME")
+    if home and os.path.isdir(home) and os.access(home, os.W_OK | os.X_OK):
+        yield env
+        return
+    with tempfile.TemporaryDirectory(prefix="bids_mdpp-validator-") as scratch:
+        env["HOME"] = scratch
+        yield env
+
+
 def validate_bids(bids_dir: os.PathLike | str, *, timeout: float = 600.0) -> list[ValidationIssue]:
     """Validate ``bids_dir``; raise :class:`BidsValidationError` (exit 16) on any error.
 
@@ -94,7 +110,8 @@ def validate_bids(bids_dir: os.PathLike | str, *, timeout: float = 600.0) -> lis
     LOGGER.info("Validating %s with bids-validator-deno", bids_dir)
     env = {**os.environ, "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1"}
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        with _usable_home(env):
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as exc:
         raise BidsValidationError(
             f"{bids_dir}: BIDS validation did not finish in {timeout:.0f} s; "

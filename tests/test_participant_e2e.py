@@ -158,6 +158,48 @@ def test_output_spaces_write_template_space_maps_and_a_transform(small_cross, ti
     assert mask.stat().st_mtime_ns == stamp
 
 
+def test_a_read_only_container_style_run_succeeds(small_cross, tiny_model, tmp_path):
+    """As under ``docker run --read-only --tmpfs /tmp``: HOME cannot be written, the caches go
+    where the Dockerfile's ENV points them (under a writable /tmp), TemplateFlow is empty, the
+    network is unreachable, Python writes no bytecode, and the input is read-only."""
+    import os
+    import stat
+    import sys
+
+    from test_containers import docker_env
+
+    tmpfs = tmp_path / "tmpfs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BIDS_MDPP", "XDG_"))}
+    for key, value in docker_env().items():
+        if value.startswith("/tmp/"):
+            env[key] = str(tmpfs / value[len("/tmp/"):])
+        elif key in ("NIPYPE_NO_ET", "MALLOC_CONF", "BIDS_MDPP_CONTAINER"):
+            env[key] = value
+    (tmp_path / "home-is-a-file").write_text("")  # nothing can be created under it, even as root
+    env["HOME"] = str(tmp_path / "home-is-a-file")
+    env["TEMPLATEFLOW_HOME"] = str(tmp_path / "empty-templateflow")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env[proxy] = "http://127.0.0.1:9"  # any download would fail at once
+    env.pop("no_proxy", None), env.pop("NO_PROXY", None)
+    bids = tmp_path / "bids"
+    shutil.copytree(small_cross, bids)
+    for path in sorted(bids.rglob("*"), reverse=True):
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    out = tmp_path / "out"
+    command = [str(Path(sys.executable).parent / "bids_mdpp"), str(bids), str(out), "participant",
+               "--model", str(tiny_model), "--participant-label", "02", "--nprocs", "1",
+               "-w", str(tmpfs / "work"), "--output-spaces", "MNI152NLin2009aSym"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "sub-02/anat/sub-02_label-lesion_mask.nii.gz").is_file()
+    assert (out / "sub-02/anat/sub-02_space-MNI152NLin2009aSym_label-lesion_mask.nii.gz").is_file()
+    assert (out / "sub-02.html").is_file()
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["GeneratedBy"][0]["Container"]["Type"] == "docker"
+    assert not any(p.name == "__pycache__" for p in bids.rglob("*"))
+
+
 def _break(path: Path, how: str) -> None:
     img = nib.load(path)
     data = np.asarray(img.dataobj, dtype=np.float32)

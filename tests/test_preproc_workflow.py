@@ -90,7 +90,8 @@ def test_raw_session_end_to_end_with_linear_and_cache(shared_data, tmp_path):
 
 def test_stripped_session_with_multiproc(shared_data, tmp_path):
     """Already skull-stripped scans (MSLUB cross-sectional, 4 contrasts, 3 mm) under MultiProc;
-    the brain mask keeps the non-zero voxels; a blob made on the grid maps back exactly."""
+    the brain mask keeps the non-zero voxels; a blob made on the grid maps back exactly; a
+    re-run with another thread count resumes from the cache."""
     anat = shared_data / "mslub-cross" / "sub-26" / "anat"
     inputs = _session(tmp_path, anat, {
         "FLAIR": ("sub-26_FLAIR.nii.gz", (3, 3, 3)), "T1w": ("sub-26_T1w.nii.gz", (3, 3, 3)),
@@ -116,7 +117,9 @@ def test_stripped_session_with_multiproc(shared_data, tmp_path):
     assert dice(np.asarray(back.dataobj) >= 0.5, blob_native) >= 0.98
 
     stamps = _result_stamps(work)
-    run_preprocessing(inputs, work, grid_mm=2.0, plugin="MultiProc", plugin_args={"n_procs": 2})
+    # the thread count is not part of the cache key: a re-run with more threads resumes
+    run_preprocessing(inputs, work, grid_mm=2.0, plugin="MultiProc", plugin_args={"n_procs": 2},
+                      omp_nthreads=2)
     assert _result_stamps(work) == stamps
 
 

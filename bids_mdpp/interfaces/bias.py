@@ -35,7 +35,9 @@ class Reorient(SimpleInterface):
 class _N4InputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="image to correct")
     source = Str("", usedefault=True, desc="input file of this image (for messages)")
-    num_threads = traits.Int(1, usedefault=True, desc="SimpleITK threads")
+    num_threads = traits.Int(
+        1, usedefault=True, nohash=True, desc="SimpleITK threads (not part of the cache key)"
+    )
 
 
 class _N4OutputSpec(TraitedSpec):

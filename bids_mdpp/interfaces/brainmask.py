@@ -16,7 +16,9 @@ class _BrainPriorInputSpec(BaseInterfaceInputSpec):
     source = Str("", usedefault=True, desc="input file of the reference (for messages)")
     template = Str("MNI152NLin2009cAsym", usedefault=True, desc="TemplateFlow template name")
     cache_dir = Directory(desc="where nilearn's template is written (default: node folder)")
-    num_threads = traits.Int(1, usedefault=True, desc="SimpleITK threads")
+    num_threads = traits.Int(
+        1, usedefault=True, nohash=True, desc="SimpleITK threads (not part of the cache key)"
+    )
 
 
 class _BrainPriorOutputSpec(TraitedSpec):

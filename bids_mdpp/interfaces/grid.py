@@ -39,7 +39,9 @@ class _ResampleInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="image to resample")
     grid = File(exists=True, mandatory=True, desc="model grid")
     xfm = File(exists=True, desc="ITK transform: grid (reference) points → image points")
-    num_threads = traits.Int(1, usedefault=True, desc="SimpleITK threads")
+    num_threads = traits.Int(
+        1, usedefault=True, nohash=True, desc="SimpleITK threads (not part of the cache key)"
+    )
 
 
 class _ResampleOutputSpec(TraitedSpec):

@@ -17,7 +17,9 @@ class _RigidInputSpec(BaseInterfaceInputSpec):
     reference_name = Str(mandatory=True, desc="contrast name of the reference, e.g. FLAIR")
     moving_source = Str("", usedefault=True, desc="input file of the moving image (for messages)")
     fixed_source = Str("", usedefault=True, desc="input file of the reference (for messages)")
-    num_threads = traits.Int(1, usedefault=True, desc="SimpleITK threads")
+    num_threads = traits.Int(
+        1, usedefault=True, nohash=True, desc="SimpleITK threads (not part of the cache key)"
+    )
 
 
 class _RigidOutputSpec(TraitedSpec):

@@ -176,3 +176,17 @@ def test_default_model_dir(monkeypatch, tmp_path, model_dir):
 
 def test_default_location_is_inside_the_package():
     assert model_module.DEFAULT_MODEL_DIR.parts[-4:] == ("bids_mdpp", "data", "models", "default")
+
+
+def test_shipped_default_model_loads_and_says_what_it_was_trained_on():
+    """The model in the package: the five contrasts of ModDrop++, the dynamic head, a few MB,
+    and a card that names its (synthetic) training data and the real-scan evaluation."""
+    directory = default_model_dir()
+    loaded = load_model(directory)
+    card = loaded.card
+    assert card.contrasts == ("T1w", "FLAIR", "T2w", "PDw", "ceT1w")
+    assert card.mode == "moddrop++" and card.network["dynamic_head"]
+    assert (directory / "model.pt").stat().st_size < 10 * 2**20
+    assert "synthetic" in card.training["dataset"]
+    assert card.training["epochs"] >= 1 and card.training["fine_tuned_from"] is None
+    assert set(card.metrics["real_scans"]["dsc"]) >= {"T1w+FLAIR+T2w+ceT1w", "FLAIR", "T1w", "T2w"}

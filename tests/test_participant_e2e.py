@@ -280,3 +280,43 @@ def test_participant_without_usable_contrast_exits_66_and_names_files(small_cros
     assert code == 66
     (crash,) = (out / "logs").glob("crash-sub-02-*.txt")
     assert "sub-02_T2starw.nii.gz" in crash.read_text()
+
+
+@pytest.fixture(scope="module")
+def small_long(tmp_path_factory, shared_data) -> Path:
+    """mslub-long sub-01 (raw 2D clinical scans with skull, two sessions), FLAIR and T1w
+    downsampled in-plane to ~2–3 mm, in a fresh BIDS dataset."""
+    source = shared_data / "mslub-long"
+    root = tmp_path_factory.mktemp("bids") / "long"
+    root.mkdir()
+    for name in ("dataset_description.json", "participants.tsv", "README"):
+        if (source / name).is_file():
+            shutil.copy(source / name, root / name)
+    for session in ("1", "2"):
+        for contrast in ("FLAIR", "T1w"):
+            name = f"sub-01_ses-{session}_{contrast}.nii.gz"
+            img = nib.load(source / f"sub-01/ses-{session}/anat" / name)
+            zooms = img.header.get_zooms()[:3]
+            small = resample_to_output(img, voxel_sizes=[max(z, 3.0) for z in zooms], order=1)
+            write_nifti(root / f"sub-01/ses-{session}/anat" / name,
+                        np.asarray(small.dataobj, dtype=np.float32), affine=small.affine)
+    return root
+
+
+def test_longitudinal_participant_then_group(small_long, tiny_model, tmp_path):
+    """Two sessions of one raw, skull-on patient: both segmented, one row per session in the
+    cohort table and one line across the sessions in the group report."""
+    out = tmp_path / "out"
+    assert run_cli([small_long, out, "participant", "--model", tiny_model, "-w", tmp_path / "work",
+                    "--skip-bids-validation", "--nprocs", "2"]) == 0
+    for session in ("1", "2"):
+        mask = out / f"sub-01/ses-{session}/anat/sub-01_ses-{session}_label-lesion_mask.nii.gz"
+        assert nib.load(mask).shape == nib.load(
+            small_long / f"sub-01/ses-{session}/anat/sub-01_ses-{session}_FLAIR.nii.gz").shape
+    assert run_cli([small_long, out, "group"]) == 0
+    rows = [row.split("\t") for row in (out / "group_lesions.tsv").read_text().splitlines()]
+    header, rows = rows[0], rows[1:]
+    assert [(r[header.index("participant_id")], r[header.index("session_id")]) for r in rows] == [
+        ("sub-01", "ses-1"), ("sub-01", "ses-2")]
+    html = (out / "group_lesions.html").read_text()
+    assert html.count('id="longitudinal-sub-01"') == 2   # volume and count panels

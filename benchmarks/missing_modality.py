@@ -96,6 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--modes", default="moddrop,moddrop+,moddrop++,independent")
     parser.add_argument("--real", type=Path, default=HERE.parent.parent / "shared" / "data" / "mslub-cross")
     parser.add_argument("--real-labels", type=Path)
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="make the data and preprocess every session, then stop")
     return parser.parse_args(argv)
 
 
@@ -145,6 +147,16 @@ def train_model(args, mode: str, contrasts: tuple[str, ...], train_labels: list[
               "steps": steps_per_epoch * args.epochs}
     record_path.write_text(json.dumps(record, indent=2))
     return record
+
+
+def prepare_cached(args, session) -> None:
+    """Preprocess one training session into the cache that :func:`train_model` reads."""
+    from bids_mdpp.training.data import prepare_session
+
+    plugin = ("MultiProc", {"n_procs": args.threads, "raise_insufficient": False}) \
+        if args.threads > 1 else ("Linear", {})
+    prepare_session(session, (args.work / "cache").absolute(), plugin=plugin[0],
+                    plugin_args=plugin[1], omp_nthreads=args.threads, bids_dir=args.data.absolute())
 
 
 def prepare_eval(bids_dir: Path, labels_dir: Path, participants: list[str] | None,
@@ -239,6 +251,22 @@ def main(argv=None) -> int:
     started = time.perf_counter()
 
     from bids_mdpp.contrasts import parse_contrasts, subset_name
+
+    if args.prepare_only:
+        from bids_mdpp.training.data import find_labelled_sessions
+
+        labels_dir = (args.data / "derivatives" / "lesions").absolute()
+        sessions = find_labelled_sessions(args.data.absolute(), labels_dir,
+                                          model_contrasts=CONTRASTS,
+                                          participant_labels=train_labels)
+        for session in sessions:
+            prepare_cached(args, session)
+        prepare_eval(args.data.absolute(), labels_dir, test_labels, args.work / "eval",
+                     args.threads)
+        if args.real.is_dir():
+            prepare_eval(args.real.absolute(), real_labels.absolute(), None, args.work / "eval",
+                         args.threads)
+        return 0
 
     models = []
     for mode in modes:

@@ -149,14 +149,20 @@ def train_model(args, mode: str, contrasts: tuple[str, ...], train_labels: list[
     return record
 
 
+def nipype_plugin(threads: int) -> tuple[str, dict]:
+    """Nipype's plugin and its arguments for ``threads`` cores (MultiProc, or Linear for one)."""
+    if threads > 1:
+        return "MultiProc", {"n_procs": threads, "raise_insufficient": False}
+    return "Linear", {}
+
+
 def prepare_cached(args, session) -> None:
     """Preprocess one training session into the cache that :func:`train_model` reads."""
     from bids_mdpp.training.data import prepare_session
 
-    plugin = ("MultiProc", {"n_procs": args.threads, "raise_insufficient": False}) \
-        if args.threads > 1 else ("Linear", {})
-    prepare_session(session, (args.work / "cache").absolute(), plugin=plugin[0],
-                    plugin_args=plugin[1], omp_nthreads=args.threads, bids_dir=args.data.absolute())
+    name, plugin_args = nipype_plugin(args.threads)
+    prepare_session(session, (args.work / "cache").absolute(), plugin=name,
+                    plugin_args=plugin_args, omp_nthreads=args.threads, bids_dir=args.data.absolute())
 
 
 def prepare_eval(bids_dir: Path, labels_dir: Path, participants: list[str] | None,
@@ -166,11 +172,10 @@ def prepare_eval(bids_dir: Path, labels_dir: Path, participants: list[str] | Non
 
     sessions = find_labelled_sessions(bids_dir, labels_dir, model_contrasts=CONTRASTS,
                                       participant_labels=participants, require_all=True)
-    plugin = ("MultiProc", {"n_procs": threads, "raise_insufficient": False}) if threads > 1 \
-        else ("Linear", {})
+    name, plugin_args = nipype_plugin(threads)
     caches = []
     for session in sessions:
-        prepared = prepare_session(session, work, plugin=plugin[0], plugin_args=plugin[1],
+        prepared = prepare_session(session, work, plugin=name, plugin_args=plugin_args,
                                    omp_nthreads=threads, bids_dir=bids_dir)
         caches.append(cache_session(prepared, work / "slabs", CONTRASTS))
     return caches

@@ -8,7 +8,8 @@ predicted and the three probability maps are averaged with equal weights (Zhang 
 Liu et al. 2022).
 
 :class:`Predictor` is the fast path: it crops to the brain mask's bounding box (plus a margin),
-skips slices without brain, runs batches under ``torch.inference_mode`` in ``channels_last``
+skips slices without brain, runs each batch of consecutive slices on the brain's bounding box in
+those slices (plus the margin), runs batches under ``torch.inference_mode`` in ``channels_last``
 layout and — with ``precision="auto"`` on hardware with bfloat16 — under bf16 autocast, but
 only after checking on central slices of this very input that bf16 stays within
 :data:`BF16_TOLERANCE` of fp32 (otherwise the whole volume runs in fp32).  The result is
@@ -263,8 +264,11 @@ class Predictor:
         fused = np.zeros(cropped.shape[1:], dtype=np.float32)
         for axis in range(3):
             per_axis = np.moveaxis(fused, axis, 0)
+            inside_axis = None if inside is None else np.moveaxis(inside, axis, 0)
             for indices in self._batches(inside, axis, cropped.shape[axis + 1]):
-                per_axis[indices] += self._run(cropped, axis, indices, code_t, dtype)
+                window = self._window(inside_axis, indices, per_axis.shape[1:])
+                per_axis[(indices, *window)] += self._run(cropped, axis, indices, code_t, dtype,
+                                                          window)
         fused /= 3.0
         probability = np.zeros(shape, dtype=np.float32)
         probability[box] = fused
@@ -281,10 +285,29 @@ class Predictor:
             indices = np.flatnonzero(inside.any(axis=other))
         return [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
 
+    def _window(self, inside: np.ndarray | None, indices: np.ndarray,
+                plane: tuple[int, int]) -> tuple[slice, slice]:
+        """The in-plane box the slices ``indices`` are predicted on.
+
+        ``inside (L, A, B)``: the brain mask with the slicing axis first.  The box is the bounding
+        box of the brain in these slices grown by ``crop_margin``, starting on the pooling grid
+        (as :func:`bounding_box`) with its sides rounded up to multiples of the grid where the
+        plane allows (fewer distinct shapes for the backends to prepare).
+        """
+        if inside is None:
+            return slice(0, plane[0]), slice(0, plane[1])
+        box = bounding_box(inside[indices].any(axis=0), self.crop_margin, self.pooling_grid)
+        grid = self.pooling_grid
+        return tuple(slice(side.start, min(size, side.start - (side.start - side.stop) // grid * grid))
+                     for side, size in zip(box, plane))
+
     def _run(self, stack: np.ndarray, axis: int, indices: np.ndarray, code_t: torch.Tensor,
-             dtype: torch.dtype | None) -> np.ndarray:
-        """Probabilities ``(N, A, B)`` of the slices ``indices`` along ``axis``."""
-        x = torch.from_numpy(extract_slices(stack, axis, indices, self.card.slices_per_contrast))
+             dtype: torch.dtype | None,
+             window: tuple[slice, slice] = (slice(None), slice(None))) -> np.ndarray:
+        """Probabilities ``(N, A, B)`` of the slices ``indices`` along ``axis``, within ``window``
+        of the plane ``(A, B)``."""
+        moved = np.moveaxis(stack, axis + 1, 1)[(slice(None), slice(None), *window)]
+        x = torch.from_numpy(extract_slices(moved, 0, indices, self.card.slices_per_contrast))
         x = x.to(self.device)
         if self.device.type in ("cpu", "cuda"):
             x = x.contiguous(memory_format=torch.channels_last)
@@ -306,8 +329,10 @@ class Predictor:
         indices = np.concatenate(self._batches(inside, 2, stack.shape[3]))
         middle = len(indices) // 2
         probe = indices[max(0, middle - PROBE_SLICES // 2):][:PROBE_SLICES]
-        exact = self._run(stack, 2, probe, code_t, None)
-        fast = self._run(stack, 2, probe, code_t, torch.bfloat16)
+        window = self._window(None if inside is None else np.moveaxis(inside, 2, 0), probe,
+                              stack.shape[1:3])
+        exact = self._run(stack, 2, probe, code_t, None, window)
+        fast = self._run(stack, 2, probe, code_t, torch.bfloat16, window)
         difference = float(np.abs(exact - fast).max())
         if difference > BF16_TOLERANCE:
             LOGGER.info("bf16 differs from fp32 by %.4f on this input; using fp32", difference)

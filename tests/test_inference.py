@@ -196,3 +196,23 @@ def test_bounding_box_grows_by_the_margin_on_the_pooling_grid_and_stays_inside()
     mask[2:5, 8:12, 15:19] = True
     assert bounding_box(mask, margin=3, grid=8) == (slice(0, 8), slice(0, 15), slice(8, 20))
     assert bounding_box(mask, margin=1, grid=2) == (slice(0, 6), slice(6, 13), slice(14, 20))
+
+
+def test_each_batch_runs_on_the_brain_box_of_its_own_slices(loaded, session):
+    volumes, brain = session
+    predictor = Predictor(loaded, device="cpu", batch_size=2, precision="fp32", crop_margin=1)
+    seen = []
+    hook = predictor.network.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape))
+    try:
+        predictor.predict(volumes, brain)
+    finally:
+        hook.remove()
+    planes = {tuple(shape[2:]) for shape in seen}
+    areas = [shape[2] * shape[3] for shape in seen]
+    # slices at the ellipsoid's poles get smaller windows than those through its middle
+    assert len(planes) > 3 and min(areas) < max(areas) / 2
+    box = bounding_box(brain, 1, predictor.pooling_grid)
+    box_sides = [s.stop - s.start for s in box]
+    for shape in seen:
+        for side in shape[2:]:
+            assert side % predictor.pooling_grid == 0 or side in box_sides

@@ -144,3 +144,26 @@ def test_config_round_trips_and_rejects_bad_options():
         NetworkConfig(dropout=1.0)
     with pytest.raises(ValueError, match="dynamic_head"):
         NetworkConfig(dynamic_head="yes")
+
+
+def test_under_cpu_autocast_the_transposed_convolutions_run_in_fp32():
+    from bids_mdpp.nn.densenet import TransitionUp
+
+    torch.manual_seed(0)
+    up = TransitionUp(4)
+    x, skip = torch.randn(2, 4, 5, 6), torch.randn(2, 3, 10, 12)
+    seen = []
+    up.conv.register_forward_pre_hook(lambda _, args: seen.append(args[0].dtype))
+    exact = up(x, skip)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = up(x.bfloat16(), skip.bfloat16())
+    assert seen == [torch.float32, torch.float32]
+    assert fast.dtype == torch.bfloat16 and fast.shape == exact.shape == (2, 7, 10, 12)
+    torch.testing.assert_close(fast.float(), exact, atol=2e-2, rtol=2e-2)
+    # the whole network still trains under autocast: gradients pass the casts
+    net = tiny_network().train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = net(torch.randn(2, net.config.in_channels, 16, 16), torch.ones(1, 3))
+    logits.float().sum().backward()
+    assert all(t.conv.weight.grad is not None and t.conv.weight.grad.abs().sum() > 0
+               for t in net.up_transitions)

@@ -179,6 +179,10 @@ class TransitionUp(nn.Module):
     """3×3 transposed conv, stride 2, centre-cropped to the skip's size, then concatenated.
 
     ``x (B, C, h, w)``, ``skip (B, S, H, W)`` → ``(B, C + S, H, W)``.
+
+    Under CPU autocast the transposed convolution runs in fp32 (its result is cast back to the
+    input's dtype): oneDNN's bf16 transposed convolution is ~4× slower than its fp32 one, and
+    took a third of a bf16 forward pass (``benchmarks/inference.py``).
     """
 
     def __init__(self, channels: int):
@@ -186,7 +190,11 @@ class TransitionUp(nn.Module):
         self.conv = nn.ConvTranspose2d(channels, channels, kernel_size=3, stride=2, bias=True)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        out = self.conv(x)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                out = self.conv(x.float()).to(x.dtype)
+        else:
+            out = self.conv(x)
         height, width = skip.shape[-2:]
         top = (out.shape[-2] - height) // 2
         left = (out.shape[-1] - width) // 2

@@ -28,6 +28,16 @@ def parse_memory_gb(text: str | None) -> float | None:
     return gb
 
 
+def default_omp_nthreads(nprocs: int) -> int:
+    """Threads per preprocessing step without ``--omp-nthreads`` (fMRIPrep's rule).
+
+    One less than ``nprocs``, at least 1 and at most 8: independent steps (one registration per
+    contrast, one bias correction per contrast) then run side by side, which on 2 cores was
+    faster than running them one after another with 2 threads each (docs/benchmarks.md).
+    """
+    return max(1, min(nprocs - 1, 8))
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a ``participant`` or ``group`` run needs (paths are absolute)."""
@@ -43,6 +53,8 @@ class RunConfig:
     work_dir: Path | None = None
     nprocs: int = 1
     omp_nthreads: int = 1
+    #: Threads for PyTorch during inference, which runs alone once preprocessing is done.
+    inference_nthreads: int = 1
     mem_gb: float | None = None
     model_dir: Path | None = None
     device: str = "auto"
@@ -64,7 +76,7 @@ class RunConfig:
             raise UsageError(f"invalid --device {self.device!r}; use auto, cpu, cuda or cuda:N")
         if not 0.0 < self.threshold < 1.0:
             raise UsageError(f"--threshold must lie strictly between 0 and 1, got {self.threshold}")
-        if self.nprocs < 1 or self.omp_nthreads < 1:
+        if self.nprocs < 1 or self.omp_nthreads < 1 or self.inference_nthreads < 1:
             raise UsageError("--nprocs and --omp-nthreads must be at least 1")
 
     @property

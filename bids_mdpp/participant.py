@@ -8,6 +8,7 @@ write the derivatives; then one HTML report per participant.  A failure writes a
 from __future__ import annotations
 
 import logging
+import time
 import os
 from collections import defaultdict
 from dataclasses import replace
@@ -127,13 +128,18 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
     volumes = {c: np.asarray(nib.load(p).dataobj, dtype=np.float32) for c, p in preproc.images.items()}
     brain = np.asarray(nib.load(preproc.brain_mask).dataobj) > 0
     LOGGER.info("%s: segmenting (modality code %s)", usable.key, predictor.code_for(usable.contrasts))
+    started = time.perf_counter()
     probability = predictor.predict(volumes, brain)
+    LOGGER.info("%s: segmented in %.1f s (%s)", usable.key, time.perf_counter() - started,
+                predictor.precision_used)
+    started = time.perf_counter()
     prob_native = to_native(probability, preproc, order=1)
     threshold = card.threshold if config.threshold_from_model else config.threshold
     outputs = write_session_outputs(
         config.output_dir, usable, preproc, prob_native, model_card=card.to_dict(),
         model_sha256=loaded.sha256, threshold=threshold, min_lesion_mm3=config.min_lesion_mm3,
     )
+    LOGGER.info("%s: outputs written in %.1f s", usable.key, time.perf_counter() - started)
     LOGGER.info("%s: %d lesion(s), %.0f mm³", usable.key, outputs.summary["LesionCount"],
                 outputs.summary["TotalLesionVolume"])
     if config.output_spaces:
@@ -200,7 +206,7 @@ def run_participant_level(config: RunConfig) -> int:
     write_dataset_description(config.output_dir, bids_dir=config.bids_dir)
     _threads(config.omp_nthreads)
     predictor = Predictor(loaded, device=config.device, precision=config.precision,
-                          num_threads=config.omp_nthreads)
+                          num_threads=config.inference_nthreads)
 
     reports: dict[str, list] = defaultdict(list)
     failures: list[BidsMdppError | Exception] = []

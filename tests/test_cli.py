@@ -76,6 +76,7 @@ def test_every_option_reaches_the_run_config(tmp_path, captured, capsys):
     assert config.bids_filters["FLAIR"] == {"acquisition": "3D"}
     assert config.skip_validation and config.overwrite
     assert config.work_dir == tmp_path / "work" and config.nprocs == 3 and config.omp_nthreads == 2
+    assert config.inference_nthreads == 2  # an explicit --omp-nthreads holds for PyTorch too
     assert config.mem_gb == 16.0 and config.model_dir == model and config.device == "cuda:1"
     assert config.plugin_file == plugin and config.verbose == 2
     assert config.threshold == 0.4 and not config.threshold_from_model
@@ -88,7 +89,8 @@ def test_defaults(tmp_path, captured, capsys):
     assert code == 0
     (config,) = captured
     assert config.analysis_level == "group" and config.device == "auto"
-    assert config.nprocs >= 1 and config.omp_nthreads == config.nprocs
+    assert config.nprocs >= 1 and config.inference_nthreads == config.nprocs
+    assert config.omp_nthreads == max(1, min(config.nprocs - 1, 8))
     assert config.effective_work_dir == tmp_path / "out" / "work"
     assert config.threshold_from_model and not config.skip_validation
 

@@ -69,7 +69,8 @@ def _copy_dataset(src: Path, dest: Path) -> Path:
     return dest
 
 
-def test_participant_run_writes_valid_derivatives_and_report(small_cross, tiny_model, tmp_path):
+def test_participant_run_writes_valid_derivatives_and_report(small_cross, tiny_model, tmp_path,
+                                                             monkeypatch):
     out = tmp_path / "out"
     code = run_cli([small_cross, out, "participant", "--model", tiny_model, "-w", tmp_path / "work",
                     "--nprocs", "1"])
@@ -104,9 +105,29 @@ def test_participant_run_writes_valid_derivatives_and_report(small_cross, tiny_m
     assert run_cli([small_cross, out, "participant", "--model", tiny_model, "-w", tmp_path / "work",
                     "--skip-bids-validation"]) == 0
     assert mask.stat().st_mtime_ns == before
+    # (with 2 processes: one thread per preprocessing step, both cores for inference)
+    import bids_mdpp.inference
+    import bids_mdpp.workflows.preproc as preproc
+
+    threads = {}
+    predictor_init, run_preprocessing = bids_mdpp.inference.Predictor.__init__, preproc.run_preprocessing
+
+    def spy_predictor(self, *args, **kwargs):
+        threads["inference"] = kwargs["num_threads"]
+        predictor_init(self, *args, **kwargs)
+
+    def spy_preprocessing(*args, **kwargs):
+        threads["preprocessing"] = kwargs["omp_nthreads"]
+        return run_preprocessing(*args, **kwargs)
+
+    monkeypatch.setattr(bids_mdpp.inference.Predictor, "__init__", spy_predictor)
+    monkeypatch.setattr(preproc, "run_preprocessing", spy_preprocessing)
     assert run_cli([small_cross, out, "participant", "--model", tiny_model, "-w", tmp_path / "work",
-                    "--skip-bids-validation", "--overwrite", "--participant-label", "01"]) == 0
+                    "--skip-bids-validation", "--overwrite", "--participant-label", "01",
+                    "--nprocs", "2"]) == 0
     assert mask.stat().st_mtime_ns != before
+    assert threads == {"inference": 2, "preprocessing": 1}
+    monkeypatch.undo()
 
     # the group level reads what the participant level wrote
     assert run_cli([small_cross, out, "group"]) == 0

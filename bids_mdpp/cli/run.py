@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from bids_mdpp.config import parse_memory_gb
+from bids_mdpp.config import default_omp_nthreads, parse_memory_gb
 
 EPILOG = """\b
 Other commands (bids_mdpp COMMAND --help):
@@ -56,7 +56,9 @@ def _labels(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--nprocs", "--n_cpus", "--n-cpus", "nprocs", type=click.IntRange(min=1),
               help="Processes for Nipype's MultiProc plugin (default: all cores).")
 @click.option("--omp-nthreads", "--omp_nthreads", "omp_nthreads", type=click.IntRange(min=1),
-              help="Threads per process (PyTorch, SimpleITK; default: --nprocs).")
+              help="Threads per process for SimpleITK and PyTorch (default: one less than "
+                   "--nprocs, at most 8, so that preprocessing steps run side by side; "
+                   "inference then uses all --nprocs).")
 @click.option("--mem", "--mem_mb", "mem", help="Memory limit with units, e.g. 16G or 1500M.")
 @click.option("--model", "model", type=click.Path(path_type=Path),
               help="Model directory (model_card.json + weights); default: the shipped model.")
@@ -127,7 +129,8 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
         skip_validation=skip_bids_validation,
         work_dir=work_dir.expanduser().absolute() if work_dir else None,
         nprocs=nprocs,
-        omp_nthreads=omp_nthreads or nprocs,
+        omp_nthreads=omp_nthreads or default_omp_nthreads(nprocs),
+        inference_nthreads=omp_nthreads or nprocs,
         mem_gb=parse_memory_gb(mem),
         model_dir=model.expanduser().absolute() if model else None,
         device=device,

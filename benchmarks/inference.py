@@ -11,14 +11,17 @@ and writes seconds, slices/s, GFLOP/s achieved, peak RSS and the largest differe
 fused probability map from the naive one to ``benchmarks/results/inference.json``, with the
 1-minute load average after each run (other processes on the machine slow every number).
 
-The network is FC-DenseNet-57 with the dynamic head (K = 5).  Without ``--model`` its weights
-are random (conv N(0, 0.06), scales 1) — large enough that the probabilities spread over
-[0.1, 0.6] and differences show; pass ``--model DIR`` to measure a trained model.
+The network is the shipped default model (FC-DenseNet-57 with the dynamic head, K = 5) unless
+``--model DIR``; ``--model random`` uses random weights (conv N(0, 0.06), scales 1) — large
+enough that the probabilities spread over [0.1, 0.6] and differences show.
 
 The process re-executes itself once with the tuned memory allocator the product uses
 (``bids_mdpp.allocator``), unless ``--allocator system``.
 
-Usage: ``python benchmarks/inference.py [--quick] [--model DIR] [--threads N]``
+Besides fp32, bf16 and auto, it runs an ablation (every slice on the whole brain box instead of
+each batch's own window) and the product's path at other batch sizes (peak memory).
+
+Usage: ``python benchmarks/inference.py [--quick] [--model DIR|random] [--threads N] [--warm-up]``
 """
 from __future__ import annotations
 
@@ -105,21 +108,47 @@ def work(network, shape: tuple[int, ...], slices_per_axis: list[int]) -> tuple[i
 
 
 def fast_path_work(predictor, network, brain: np.ndarray) -> tuple[int, float]:
-    """Slices and FLOPs the Predictor runs: brain slices of the cropped box (bf16 probe excluded)."""
+    """Slices and FLOPs the Predictor runs: every batch on its own window (bf16 probe excluded)."""
     from bids_mdpp.inference import bounding_box
 
     box = bounding_box(brain, predictor.crop_margin, predictor.pooling_grid)
     inside = brain[box]
-    counts = [int(inside.any(axis=tuple(a for a in range(3) if a != k)).sum()) for k in range(3)]
-    return work(network, inside.shape, counts)
+    flops: dict[tuple[int, int], float] = {}
+    slices, total = 0, 0.0
+    for axis in range(3):
+        moved = np.moveaxis(inside, axis, 0)
+        for indices in predictor._batches(inside, axis, inside.shape[axis]):
+            window = predictor._window(moved, indices, moved.shape[1:])
+            plane = tuple(w.stop - w.start for w in window)
+            if plane not in flops:
+                flops[plane] = flops_per_slice(network, plane, network.config.in_channels)
+            slices += len(indices)
+            total += len(indices) * flops[plane]
+    return slices, total
+
+
+class WholeBoxPredictor:
+    """The Predictor as it was before per-batch windows: every slice on the whole brain box."""
+
+    def __new__(cls, *args, **kwargs):
+        from bids_mdpp.inference import Predictor
+
+        predictor = Predictor(*args, **kwargs)
+        predictor._window = lambda inside, indices, plane: (slice(0, plane[0]), slice(0, plane[1]))
+        return predictor
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="an 80³ block instead of the whole head")
-    parser.add_argument("--model", type=Path, help="a model directory (default: random weights)")
+    parser.add_argument("--model", default="default",
+                        help="a model directory, 'default' (the shipped model) or 'random' weights")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--more-batch-sizes", type=int, nargs="*", default=[4, 8],
+                        help="also run the product's path (auto) with these smaller batch sizes")
+    parser.add_argument("--warm-up", action="store_true",
+                        help="predict once before each timed run (steady-state numbers)")
     parser.add_argument("--allocator", choices=["tuned", "system"], default="tuned")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -137,7 +166,10 @@ def main() -> None:
     from bids_mdpp.model import LoadedModel, ModelCard, load_model
     from bids_mdpp.nn import build_network, torch_threads
 
-    if args.model:
+    if args.model != "random":
+        from bids_mdpp.model import default_model_dir
+
+        args.model = default_model_dir() if args.model == "default" else Path(args.model)
         loaded = load_model(args.model)
         weights = f"{args.model} (sha256 {loaded.sha256[:12]})"
     else:
@@ -156,27 +188,12 @@ def main() -> None:
     results: dict = {
         "input": source, "shape": list(brain.shape), "brain_voxels": int(brain.sum()),
         "weights": weights, "threads": args.threads, "batch_size": args.batch_size,
+        "warm_up": args.warm_up,
         "allocator": os.environ.get("BIDS_MDPP_ALLOCATOR", "system"),
         "bf16_native": bf16_supported(torch.device("cpu")),
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         "quick": args.quick, "cores": os.cpu_count(), "runs": {},
     }
-    maps = {}
-    for precision in ("fp32", "bf16", "auto"):
-        predictor = Predictor(loaded, device="cpu", batch_size=args.batch_size, precision=precision,
-                              num_threads=args.threads)
-        peak_rss_reset()
-        start = time.perf_counter()
-        maps[precision] = predictor.predict(volumes, brain)
-        seconds = time.perf_counter() - start
-        slices, flops = fast_path_work(predictor, loaded.network, brain)
-        results["runs"][f"predictor_{precision}"] = {
-            "seconds": round(seconds, 2), "slices": slices, "slices_per_s": round(slices / seconds, 2),
-            "gflop_per_s": round(flops / seconds / 1e9, 1), "peak_rss_mb": round(peak_rss_mb()),
-            "precision_used": predictor.precision_used, "load_average_1min": os.getloadavg()[0],
-        }
-        print(precision, results["runs"][f"predictor_{precision}"], flush=True)
-
     predictor = Predictor(loaded, device="cpu", precision="fp32")
     stack, code = predictor.stack(volumes)
     peak_rss_reset()
@@ -192,13 +209,41 @@ def main() -> None:
     }
     print("naive", results["runs"]["naive"], flush=True)
 
-    for precision, fused in maps.items():
-        run = results["runs"][f"predictor_{precision}"]
+    maps = {}
+    # from the least memory to the most: each run's high-water mark is then its own (the
+    # allocator keeps what an earlier run freed)
+    variants = [(f"predictor_auto_batch{b}", Predictor, "auto", b)
+                for b in sorted(args.more_batch_sizes) if b < args.batch_size]
+    variants += [(f"predictor_{p}", Predictor, p, args.batch_size) for p in ("bf16", "auto")]
+    variants.append(("predictor_bf16_whole_box", WholeBoxPredictor, "bf16", args.batch_size))
+    variants.append(("predictor_fp32", Predictor, "fp32", args.batch_size))
+    for name, factory, precision, batch_size in variants:
+        predictor = factory(loaded, device="cpu", batch_size=batch_size, precision=precision,
+                            num_threads=args.threads)
+        if args.warm_up:
+            predictor.predict(volumes, brain)
+        peak_rss_reset()
+        start = time.perf_counter()
+        maps[name] = predictor.predict(volumes, brain)
+        seconds = time.perf_counter() - start
+        slices, flops = fast_path_work(predictor, loaded.network, brain)
+        results["runs"][name] = {
+            "seconds": round(seconds, 2), "slices": slices, "slices_per_s": round(slices / seconds, 2),
+            "gflop_per_s": round(flops / seconds / 1e9, 1), "gflop": round(flops / 1e9, 1),
+            "peak_rss_mb": round(peak_rss_mb()), "batch_size": batch_size,
+            "precision_used": predictor.precision_used, "load_average_1min": os.getloadavg()[0],
+        }
+        print(name, results["runs"][name], flush=True)
+
+
+    for name, fused in maps.items():
+        run = results["runs"][name]
         run["speedup_vs_naive"] = round(results["runs"]["naive"]["seconds"] / run["seconds"], 1)
         run["max_abs_diff_vs_naive_in_brain"] = float(np.abs(fused - naive)[brain].max())
         run["mean_abs_diff_vs_naive_in_brain"] = float(np.abs(fused - naive)[brain].mean())
         run["voxels_flipped_at_0.5"] = int(((fused >= 0.5) != (naive >= 0.5))[brain].sum())
-    results["bf16_vs_fp32_max_abs_diff"] = float(np.abs(maps["bf16"] - maps["fp32"])[brain].max())
+    results["bf16_vs_fp32_max_abs_diff"] = float(
+        np.abs(maps["predictor_bf16"] - maps["predictor_fp32"])[brain].max())
     results["naive_probability_range_in_brain"] = [float(naive[brain].min()), float(naive[brain].max())]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

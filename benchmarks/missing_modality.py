@@ -23,8 +23,10 @@ Usage::
         [--n-train 16 --n-test 4 --steps 300 --network-size small --crop 96] \
         [--real ../shared/data/mslub-cross --real-labels ../shared/data/mslub-cross/derivatives/manual]
 
-Caches (synthetic data, preprocessing, trained models) live under ``--data`` and ``--work``;
-a second run reuses them, so models can be trained across sessions.
+Caches (synthetic data, preprocessing, trained models and each model's scores) live under
+``--data`` and ``--work``; a second run reuses them, so the benchmark can run across sessions.
+The process re-executes itself once with the product's tuned memory allocator
+(:mod:`bids_mdpp.allocator`), as the console script does.
 """
 from __future__ import annotations
 
@@ -181,23 +183,39 @@ def prepare_eval(bids_dir: Path, labels_dir: Path, participants: list[str] | Non
     return caches
 
 
-def score_model(model_dir: Path, evaluated: list[tuple[str, ...]], caches: list, threads: int):
-    """Per subset: the scores of every cached session (list of dicts)."""
+def score_model(model_dir: Path, evaluated: list[tuple[str, ...]], caches: list, threads: int,
+                source: str):
+    """Per subset: the scores of every cached session (list of dicts).
+
+    The scores are kept in ``model_dir/scores-<source>.json`` and reused by a later run.
+    """
     from bids_mdpp.contrasts import subset_name
     from bids_mdpp.inference import Predictor
     from bids_mdpp.metrics import score_masks
     from bids_mdpp.model import load_model
 
+    record = model_dir / f"scores-{source}.json"
+    results: dict[str, list[dict]] = json.loads(record.read_text()) if record.is_file() else {}
+    wanted = [s for s in evaluated
+              if len(results.get(subset_name(s), [])) != len(caches)]
+    if not wanted:
+        return results
     predictor = Predictor(load_model(model_dir), device="cpu", num_threads=threads)
-    results: dict[str, list[dict]] = {}
-    for subset in evaluated:
+    for number, subset in enumerate(wanted, 1):
+        start = time.perf_counter()
+        per_session = []
         for cache in caches:
             volumes = cache.volumes()
             brain = np.asarray(cache.brain()) > 0
             label = np.asarray(cache.label()) > 0
             prob = predictor.predict({c: volumes[c] for c in subset}, brain)
             scores = score_masks(prob >= 0.5, label, 1.0).as_dict()
-            results.setdefault(subset_name(subset), []).append({"session": cache.key, **scores})
+            per_session.append({"session": cache.key, **scores})
+        results[subset_name(subset)] = per_session
+        record.write_text(json.dumps(without_nan(results), indent=2))
+        print(f"{model_dir.name} {source} {number}/{len(wanted)} {subset_name(subset)}: "
+              f"DSC {np.mean([s['dsc'] for s in per_session]):.3f} "
+              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     return results
 
 
@@ -205,7 +223,10 @@ def summarise(per_session: list[dict], with_corr: bool) -> dict:
     """Mean DSC, PPV, TPR, LTPR, LFPR and (with ``with_corr``) Corr and SC over sessions."""
     from bids_mdpp.metrics import overall_score, volume_correlation
 
-    mean = {k: float(np.mean([s[k] for s in per_session]))
+    def number(value) -> float:  # scores reloaded from JSON hold None where NaN was
+        return math.nan if value is None else float(value)
+
+    mean = {k: float(np.mean([number(s[k]) for s in per_session]))
             for k in ("dsc", "ppv", "tpr", "ltpr", "lfpr")}
     mean["n"] = len(per_session)
     if with_corr:
@@ -247,6 +268,12 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if argv is None:
+        from bids_mdpp.allocator import tuned_environment
+
+        env = tuned_environment()
+        if env is not None:
+            os.execve(sys.executable, [sys.executable, *sys.argv], env)
     logging.basicConfig(level=logging.WARNING)
     args.work.mkdir(parents=True, exist_ok=True)
     modes = [m for m in args.modes.split(",") if m]
@@ -293,7 +320,8 @@ def main(argv=None) -> int:
         for source, caches, with_corr in (("synthetic", synthetic, True), ("real", real, False)):
             if not caches:
                 continue
-            scored = score_model(Path(model["directory"]), evaluated, caches, args.threads)
+            scored = score_model(Path(model["directory"]), evaluated, caches, args.threads,
+                                 source)
             for name, per_session in scored.items():
                 table[name].setdefault(source, {})[column] = {
                     **summarise(per_session, with_corr), "sessions": per_session}

@@ -298,8 +298,11 @@ class Predictor:
             return slice(0, plane[0]), slice(0, plane[1])
         box = bounding_box(inside[indices].any(axis=0), self.crop_margin, self.pooling_grid)
         grid = self.pooling_grid
-        return tuple(slice(side.start, min(size, side.start - (side.start - side.stop) // grid * grid))
-                     for side, size in zip(box, plane))
+        window = []
+        for side, size in zip(box, plane):
+            length = -(-(side.stop - side.start) // grid) * grid  # rounded up to the grid
+            window.append(slice(side.start, min(size, side.start + length)))
+        return tuple(window)
 
     def _run(self, stack: np.ndarray, axis: int, indices: np.ndarray, code_t: torch.Tensor,
              dtype: torch.dtype | None,

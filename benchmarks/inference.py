@@ -154,11 +154,9 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.allocator == "tuned":
-        from bids_mdpp.allocator import tuned_environment
+        from bids_mdpp.allocator import reexec_with_tuned_allocator
 
-        env = tuned_environment()
-        if env is not None:
-            os.execve(sys.executable, [sys.executable, *sys.argv], env)
+        reexec_with_tuned_allocator(sys.argv[1:], program=[sys.argv[0]])
 
     import torch
 

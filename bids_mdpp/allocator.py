@@ -45,15 +45,17 @@ def tuned_environment(environ: dict[str, str] | None = None) -> dict[str, str] |
     return env
 
 
-def reexec_with_tuned_allocator(argv: list[str]) -> None:
+def reexec_with_tuned_allocator(argv: list[str], program: list[str] | None = None) -> None:
     """Replace this process by ``python -m bids_mdpp argv…`` with the tuned allocator.
 
+    ``program`` replaces ``-m bids_mdpp`` (e.g. ``[script]`` for a benchmark script).
     Returns only when no re-execution is needed (or possible).
     """
     env = tuned_environment()
     if env is None:
         return
+    program = ["-m", "bids_mdpp"] if program is None else program
     try:
-        os.execve(sys.executable, [sys.executable, "-m", "bids_mdpp", *argv], env)
+        os.execve(sys.executable, [sys.executable, *program, *argv], env)
     except OSError:
         return

@@ -76,3 +76,23 @@ def test_validator_summary_in_plain_words():
     assert issues["NOT_INCLUDED"].files == ("/a.txt", "/b.txt")
     assert "wrong name or folder" in str(issues["NOT_INCLUDED"])
     assert str(issues["SOMETHING_NEW"]).startswith("SOMETHING_NEW: A new rule. (1 file: /c)")
+
+
+def test_reexec_runs_the_console_module_or_the_given_script(monkeypatch):
+    import os
+    import sys
+
+    from bids_mdpp import allocator
+
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, args, env: calls.append((path, args, env)))
+    monkeypatch.setattr(allocator, "tuned_environment", lambda: {MARKER: "jemalloc"})
+    allocator.reexec_with_tuned_allocator(["participant", "-v"])
+    allocator.reexec_with_tuned_allocator(["--quick"], program=["benchmarks/inference.py"])
+    assert [args for _, args, _ in calls] == [
+        [sys.executable, "-m", "bids_mdpp", "participant", "-v"],
+        [sys.executable, "benchmarks/inference.py", "--quick"]]
+    assert all(path == sys.executable and env == {MARKER: "jemalloc"} for path, _, env in calls)
+    monkeypatch.setattr(allocator, "tuned_environment", lambda: None)
+    allocator.reexec_with_tuned_allocator(["x"])
+    assert len(calls) == 2

@@ -201,16 +201,15 @@ def score_model(model_dir: Path, evaluated: list[tuple[str, ...]], caches: list,
     if not wanted:
         return results
     predictor = Predictor(load_model(model_dir), device="cpu", num_threads=threads)
+    sessions = [(cache.key, cache.volumes(), np.asarray(cache.brain()) > 0,
+                 np.asarray(cache.label()) > 0) for cache in caches]
     for number, subset in enumerate(wanted, 1):
         start = time.perf_counter()
         per_session = []
-        for cache in caches:
-            volumes = cache.volumes()
-            brain = np.asarray(cache.brain()) > 0
-            label = np.asarray(cache.label()) > 0
+        for key, volumes, brain, label in sessions:
             prob = predictor.predict({c: volumes[c] for c in subset}, brain)
             scores = score_masks(prob >= 0.5, label, 1.0).as_dict()
-            per_session.append({"session": cache.key, **scores})
+            per_session.append({"session": key, **scores})
         results[subset_name(subset)] = per_session
         record.write_text(json.dumps(without_nan(results), indent=2))
         print(f"{model_dir.name} {source} {number}/{len(wanted)} {subset_name(subset)}: "
@@ -269,11 +268,9 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if argv is None:
-        from bids_mdpp.allocator import tuned_environment
+        from bids_mdpp.allocator import reexec_with_tuned_allocator
 
-        env = tuned_environment()
-        if env is not None:
-            os.execve(sys.executable, [sys.executable, *sys.argv], env)
+        reexec_with_tuned_allocator(sys.argv[1:], program=[sys.argv[0]])
     logging.basicConfig(level=logging.WARNING)
     args.work.mkdir(parents=True, exist_ok=True)
     modes = [m for m in args.modes.split(",") if m]

@@ -24,7 +24,7 @@ FAKES = {
               'printf "%s\\0" "$@" > "$FAKE_LOG/sbatch$n"\necho "$((1000 + n));cluster1"\n',
     "srun": 'printf "%s\\0" "$@" > "$FAKE_LOG/srun"\n'
             'while [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n',
-    "scontrol": 'echo node07\necho node08\n',
+    "scontrol": 'echo node07\necho node08\nfor i in $(seq 1 "${FAKE_EXTRA_NODES:-0}"); do echo "extra$i"; done\n',
 }
 
 
@@ -110,7 +110,9 @@ def test_group_job_scores_against_labels_when_given(tmp_path, study):
     assert params["analysis_level"] == "group" and str(params["labels"]) == "/labels"
 
 
-def test_training_starts_one_torchrun_per_node_with_c10d_rendezvous(tmp_path):
+@pytest.mark.parametrize("extra_nodes", [0, 20000], ids=["two-nodes", "long-host-list"])
+def test_training_starts_one_torchrun_per_node_with_c10d_rendezvous(tmp_path, extra_nodes):
+    """A long host list must not end the job: taking its first line may not SIGPIPE scontrol."""
     from torch.distributed.run import get_args_parser
 
     folders = {name: tmp_path / name for name in ("bids", "labels", "model")}
@@ -119,7 +121,7 @@ def test_training_starts_one_torchrun_per_node_with_c10d_rendezvous(tmp_path):
     env = {"BIDS_DIR": str(folders["bids"]), "LABELS_DIR": str(folders["labels"]),
            "MODEL_DIR": str(folders["model"]), "IMAGE": "img.sif", "SLURM_JOB_ID": "555",
            "SLURM_JOB_NODELIST": "node[07-08]", "SLURM_NNODES": "2", "SLURM_GPUS_ON_NODE": "4",
-           "SLURM_CPUS_PER_TASK": "32"}
+           "SLURM_CPUS_PER_TASK": "32", "FAKE_EXTRA_NODES": str(extra_nodes)}
     done, logged = run_script(DOCS / "slurm" / "train.sbatch", tmp_path, env, "--epochs", "3")
     assert done.returncode == 0, done.stderr
     assert logged["srun"][0] == "--ntasks-per-node=1"

@@ -136,6 +136,19 @@ class ModelCard:
                 f"but network dynamic_head = {config.dynamic_head}"
             )
 
+    def real_scan_dsc(self, contrasts) -> float | None:
+        """The DSC the card reports on real scans for exactly ``contrasts``, or None.
+
+        ``metrics.real_scans.dsc`` is keyed by subset names in the model's contrast order
+        (``"T1w+FLAIR"``); any order of ``contrasts`` finds its entry.
+        """
+        present = set(contrasts)
+        name = "+".join(c for c in self.contrasts if c in present)
+        real = self.metrics.get("real_scans") if isinstance(self.metrics, dict) else None
+        table = real.get("dsc") if isinstance(real, dict) else None
+        value = table.get(name) if isinstance(table, dict) else None
+        return float(value) if isinstance(value, (int, float)) else None
+
     @property
     def network_config(self) -> NetworkConfig:
         """The network's hyper-parameters as a :class:`NetworkConfig`."""

@@ -105,6 +105,21 @@ def usable_inputs(inputs: SessionInputs, model_contrasts: tuple[str, ...]) -> Se
     return replace(inputs, files=files, ignored=ignored)
 
 
+#: Below this real-scan DSC (model card) for the contrasts at hand, the run warns and the report
+#: says to check the mask by eye.
+LOW_REAL_SCAN_DSC = 0.3
+
+
+def accuracy_caution(card, contrasts) -> str | None:
+    """A warning when the model card measured a low DSC on real scans for these contrasts."""
+    dsc = card.real_scan_dsc(contrasts)
+    if dsc is None or dsc >= LOW_REAL_SCAN_DSC:
+        return None
+    return (f"with only {', '.join(contrasts)}, this model reached DSC {dsc:.2f} on a real patient "
+            f"(model card, metrics.real_scans); check the mask by eye, or use a model trained on "
+            f"labelled scans with these contrasts (bids_mdpp train)")
+
+
 def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor):
     """Segment one participant/session and write its derivatives; returns a SessionReport."""
     import nibabel as nib
@@ -120,6 +135,9 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
     for path in usable.files.values():
         load_image(path)  # every bad-input check, naming the file
     plugin, plugin_args = plugin_settings(config)
+    caution = accuracy_caution(card, usable.contrasts)
+    if caution:
+        LOGGER.warning("%s: %s", usable.key, caution)
     LOGGER.info("%s: preprocessing %s", usable.key, ", ".join(usable.contrasts))
     preproc = run_preprocessing(
         usable, config.effective_work_dir / usable.key, grid_mm=card.grid_mm, plugin=plugin,
@@ -155,7 +173,7 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
     return SessionReport(
         inputs=usable, preproc=preproc, outputs=outputs,
         boilerplate=boilerplate(usable.contrasts, preproc.reference), error=None,
-        shipped_model=config.model_dir is None,
+        shipped_model=config.model_dir is None, caution=caution,
     )
 
 

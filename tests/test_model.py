@@ -190,3 +190,25 @@ def test_shipped_default_model_loads_and_says_what_it_was_trained_on():
     assert "synthetic" in card.training["dataset"]
     assert card.training["epochs"] >= 1 and card.training["fine_tuned_from"] is None
     assert set(card.metrics["real_scans"]["dsc"]) >= {"T1w+FLAIR+T2w+ceT1w", "FLAIR", "T1w", "T2w"}
+
+
+def test_real_scan_dsc_is_looked_up_by_contrast_set():
+    card = load_model(default_model_dir()).card
+    table = card.metrics["real_scans"]["dsc"]
+    assert card.real_scan_dsc(["FLAIR", "T1w"]) == table["T1w+FLAIR"]
+    assert card.real_scan_dsc(("ceT1w", "T2w", "FLAIR", "T1w")) == table["T1w+FLAIR+T2w+ceT1w"]
+    assert card.real_scan_dsc(["PDw"]) is None  # not measured
+    bare = ModelCard(name="x", version="0", contrasts=card.contrasts, mode=card.mode,
+                     network=card.network, metrics={"real_scans": "not a table"})
+    assert bare.real_scan_dsc(["T1w"]) is None
+
+
+def test_the_shipped_model_cautions_where_its_real_scan_dsc_is_low():
+    from bids_mdpp.participant import LOW_REAL_SCAN_DSC, accuracy_caution
+
+    card = load_model(default_model_dir()).card
+    low = accuracy_caution(card, ("T1w",))
+    assert card.real_scan_dsc(["T1w"]) < LOW_REAL_SCAN_DSC
+    assert low.startswith("with only T1w, this model reached DSC 0.00 on a real patient")
+    assert accuracy_caution(card, ("T1w", "FLAIR")) is None
+    assert accuracy_caution(card, ("PDw",)) is None

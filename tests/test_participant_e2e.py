@@ -34,7 +34,8 @@ def tiny_model(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     card = ModelCard(name="tiny-test", version="0", contrasts=("T1w", "FLAIR", "T2w", "ceT1w"),
                      mode="moddrop+", network=dict(TINY), grid_mm=4.0,
-                     description="random weights, for tests only")
+                     description="random weights, for tests only",
+                     metrics={"real_scans": {"dsc": {"T1w+FLAIR+T2w+ceT1w": 0.61, "T1w+FLAIR": 0.12}}})
     directory = tmp_path_factory.mktemp("model") / "tiny"
     save_model(directory, build_network(card.network), card)
     return directory
@@ -87,6 +88,9 @@ def test_participant_run_writes_valid_derivatives_and_report(small_cross, tiny_m
     assert side2["ModalityCode"] == "1100"
     assert set(side2["ContrastsMissing"]) == {"T2w", "ceT1w"}
     assert (out / "sub-01.html").exists() and (out / "sub-02.html").exists()
+    # the card's real-scan DSC is low for sub-02's T1w + FLAIR only: its report says so
+    assert "Caution:" not in (out / "sub-01.html").read_text()
+    assert "this model reached DSC 0.12 on a real patient" in (out / "sub-02.html").read_text()
     assert (out / "logs" / "CITATION.md").exists()
     from bids import BIDSLayout
 

@@ -13,6 +13,7 @@ from bids_mdpp.reports.participant import SessionReport, write_participant_repor
 from bids_mdpp.session import SessionInputs
 
 PREPROC = "Images were corrected with N4 (Tustison et al. 2010)."
+CAUTION = "with only T1w, FLAIR, this model reached DSC 0.12 on a real patient"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def report(tmp_path_factory) -> tuple[Path, str]:
                                     model_sha256=SHA)
     failed = SessionInputs("01", "2", {"T1w": root / "raw/sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz"})
     sessions = [
-        SessionReport(inputs, done.preproc, outputs, PREPROC, None),
+        SessionReport(inputs, done.preproc, outputs, PREPROC, None, caution=CAUTION),
         SessionReport(failed, error="sub-01_ses-2_T1w.nii.gz: 12 voxels are NaN <oops>"),
     ]
     path = write_participant_report(out, "sub-01", sessions,
@@ -65,6 +66,13 @@ def test_summary_facts(report):
     assert "sub-01_ses-1_run-2_FLAIR.nii.gz" in text
     assert "2 candidates (finest voxel first, then the latest run" in text
     assert "not used: sub-01_ses-1_run-1_FLAIR.nii.gz" in text
+
+
+def test_a_low_accuracy_caution_shows_in_its_session_only(report):
+    _, html = report
+    first, second = html.split('id="sub-01_ses-1"')[1].split('id="sub-01_ses-2"')
+    assert f"<strong>Caution:</strong> {CAUTION}." in first
+    assert "Caution:" not in second and html.count('class="caution"') == 1
 
 
 def test_lesion_table_rows(report):

@@ -47,7 +47,8 @@ class SessionReport:
     """Everything the report shows about one session.
 
     ``preproc`` and ``outputs`` are None when the session failed before producing them;
-    ``boilerplate`` is the preprocessing description (prose); ``error`` the failure message.
+    ``boilerplate`` is the preprocessing description (prose); ``error`` the failure message;
+    ``caution`` a warning about the model's measured accuracy for these contrasts.
     """
 
     inputs: SessionInputs
@@ -56,6 +57,7 @@ class SessionReport:
     boilerplate: str = ""
     error: str | None = None
     shipped_model: bool = False
+    caution: str | None = None
 
     @property
     def methods(self) -> str:
@@ -177,6 +179,7 @@ def _session_context(output_dir: Path, report: SessionReport) -> dict:
     return {
         "anchor": inputs.key, "label": label, "facts": facts, "files": _files(inputs),
         "used": used, "code": summary.get("ModalityCode"), "error": report.error,
+        "caution": report.caution,
         "count": summary.get("LesionCount"), "volume": summary.get("TotalLesionVolume"),
         "connectivity": summary.get("Connectivity"), "threshold": summary.get("Threshold"),
         "min_size": summary.get("MinimumLesionSize"),

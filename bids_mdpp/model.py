@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from bids_mdpp.contrasts import CONTRASTS
+from bids_mdpp.contrasts import CONTRASTS, subset_name
 from bids_mdpp.errors import ModelError
 from bids_mdpp.imageio import atomic_path, write_json
 from bids_mdpp.nn import MODES, FCDenseNet, NetworkConfig, check_mode
@@ -139,11 +139,11 @@ class ModelCard:
     def real_scan_dsc(self, contrasts) -> float | None:
         """The DSC the card reports on real scans for exactly ``contrasts``, or None.
 
-        ``metrics.real_scans.dsc`` is keyed by subset names in the model's contrast order
-        (``"T1w+FLAIR"``); any order of ``contrasts`` finds its entry.
+        ``metrics.real_scans.dsc`` is keyed like the validation metrics, by
+        :func:`~bids_mdpp.contrasts.subset_name` (``"T1w+FLAIR"``); any order of ``contrasts``
+        finds its entry.
         """
-        present = set(contrasts)
-        name = "+".join(c for c in self.contrasts if c in present)
+        name = subset_name(contrasts)
         real = self.metrics.get("real_scans") if isinstance(self.metrics, dict) else None
         table = real.get("dsc") if isinstance(real, dict) else None
         value = table.get(name) if isinstance(table, dict) else None

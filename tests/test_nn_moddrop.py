@@ -48,6 +48,33 @@ def test_draws_are_reproducible_from_the_seed():
     assert first == again
 
 
+def test_single_p_keeps_one_available_contrast_that_often_and_uniformly():
+    available = (True, False, True, True, True)
+    rng = np.random.default_rng(3)
+    draws = [draw_drop(available, rng, single_p=1.0) for _ in range(4_000)]
+    assert all(sum(code) == 1 for code in draws)
+    kept = Counter(code.index(1) for code in draws)
+    assert set(kept) == {0, 2, 3, 4}  # never the absent contrast
+    assert min(kept.values()) / max(kept.values()) > 0.85
+    # single_p = 0.5: half the codes are singles by choice, plus the uniform draw's 1/4 of
+    # the other half (k = 3 of 4 dropped) → 0.625.
+    rng = np.random.default_rng(4)
+    singles = sum(sum(draw_drop(available, rng, single_p=0.5)) == 1 for _ in range(8_000))
+    assert abs(singles / 8_000 - 0.625) < 0.025
+
+
+def test_single_p_zero_draws_the_same_codes_as_the_default():
+    first = [draw_drop([1, 1, 1, 0, 1], np.random.default_rng(11)) for _ in range(5)]
+    again = [draw_drop([1, 1, 1, 0, 1], np.random.default_rng(11), single_p=0.0) for _ in range(5)]
+    assert first == again
+
+
+@pytest.mark.parametrize("single_p", [-0.1, 1.5])
+def test_single_p_outside_zero_one_is_an_error(single_p):
+    with pytest.raises(ValueError, match="single_p"):
+        draw_drop([True, True], np.random.default_rng(0), single_p=single_p)
+
+
 def test_no_available_contrast_is_an_error():
     with pytest.raises(ValueError, match="at least one"):
         draw_drop([False, False], np.random.default_rng(0))

@@ -67,7 +67,7 @@ def test_help_lists_the_options_without_importing_torch():
                    "--val-fraction", "--seed", "--device", "--precision", "--work-dir",
                    "--nprocs", "--omp-nthreads", "--participant-label", "--lr", "--decay-epochs",
                    "--steps-per-epoch", "--network-size", "--focal-gamma", "--ssim-weight",
-                   "--init-from", "--num-workers", "torchrun"):
+                   "--init-from", "--num-workers", "--single-contrast-p", "torchrun"):
         assert option in result.stdout, option
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
@@ -83,6 +83,9 @@ def test_help_lists_the_options_without_importing_torch():
     (["--participant-label", "01", "99", "--labels", "{labels}"], 66, "sub-99"),
     (["--labels", "{labels}", "--device", "cuda:7"], 64, "cuda:7"),
     (["--labels", "{empty}"], 66, "no session of"),
+    (["--labels", "{labels}", "--single-contrast-p", "1.5"], 64, "--single-contrast-p"),
+    (["--labels", "{labels}", "--mode", "independent", "--contrasts", "FLAIR",
+      "--single-contrast-p", "0.5"], 64, "needs modality drop-out"),
 ])
 def test_bad_usage_exits_with_a_clear_message(dataset, tmp_path, capsys, args, code, message):
     bids, labels = dataset

@@ -112,6 +112,14 @@ def test_drop_out_draws_every_non_empty_subset_and_can_be_off(caches):
     assert {fixed.params(i).drop for i in range(len(fixed))} == {(1, 1, 1, 0)}
 
 
+def test_single_contrast_p_makes_single_contrast_codes_that_share(caches):
+    dataset = SlabDataset(caches[:1], seed=0, settings=AugmentationSettings(crop=32),
+                          single_contrast_p=1.0)
+    codes = [dataset.params(i).drop for i in range(len(dataset))]
+    assert all(sum(code) == 1 and code[3] == 0 for code in codes)
+    assert {code.index(1) for code in codes} == {0, 1, 2}
+
+
 def plain_params(caches):
     """A 40-voxel crop of the first sample with every augmentation switched off."""
     dataset = SlabDataset(caches[:1], seed=0, settings=AugmentationSettings(crop=40))

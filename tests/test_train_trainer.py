@@ -178,3 +178,16 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path, caches):
     wrong = dataclasses.replace(tuned, output_dir=tmp_path / "x", mode="moddrop")
     with pytest.raises(UsageError, match="dynamic head"):
         trainer(wrong, caches, validation=False)
+
+
+def test_the_model_card_records_the_single_contrast_share(tmp_path, caches):
+    cfg = config(tmp_path, epochs=1, single_contrast_p=0.5)
+    run = trainer(cfg, caches, validation=False)
+    assert run.dataset.single_contrast_p == 0.5
+    run.fit()
+    card = load_model(cfg.output_dir).card
+    assert card.training["modality_dropout"] == {"single_contrast_p": 0.5}
+    with pytest.raises(UsageError, match="needs modality drop-out"):
+        config(tmp_path, mode="independent", single_contrast_p=0.5)
+    with pytest.raises(UsageError, match=r"\[0, 1\]"):
+        config(tmp_path, single_contrast_p=-0.2)

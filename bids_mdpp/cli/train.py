@@ -107,6 +107,9 @@ def default_threads(nprocs: int | None) -> int:
               help="Focal loss gamma (the paper's 2; the authors' code used 1).")
 @click.option("--ssim-weight", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="moddrop++: weight of the SSIM co-training term (paper 0.05, code 0.02).")
+@click.option("--single-contrast-p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of drop-out codes that keep one contrast alone (0: the authors' "
+                   "uniform draw); raise it when single-contrast inputs are not learned.")
 @click.option("--crop", type=click.IntRange(min=8), default=128, show_default=True,
               help="Training crop size in voxels.")
 @click.option("--participant-label", "--participant_label", "participant_label", multiple=True,
@@ -122,7 +125,7 @@ def default_threads(nprocs: int | None) -> int:
 def train(bids_dir, output_dir, labels, contrasts, mode, epochs, batch_size, steps_per_epoch, lr,
           decay_epochs, val_fraction, val_subsets, patience, resume, init_from, seed, device,
           precision, network_size, growth_rate, layers_per_block, bottleneck_layers,
-          first_conv_channels, focal_gamma, ssim_weight, crop, participant_label, work_dir,
+          first_conv_channels, focal_gamma, ssim_weight, single_contrast_p, crop, participant_label, work_dir,
           nprocs, omp_nthreads, num_workers, verbose) -> int:
     """Train a ModDrop++ model on BIDS_DIR with the reference masks in --labels.
 
@@ -154,7 +157,8 @@ def train(bids_dir, output_dir, labels, contrasts, mode, epochs, batch_size, ste
         precision=precision,
         network=network_options(network_size, growth_rate, layers_per_block, bottleneck_layers,
                                 first_conv_channels),
-        focal_gamma=focal_gamma, ssim_weight=ssim_weight, crop=crop, num_workers=num_workers,
+        focal_gamma=focal_gamma, ssim_weight=ssim_weight,
+        single_contrast_p=single_contrast_p, crop=crop, num_workers=num_workers,
         init_from=init_from.expanduser().absolute() if init_from else None, resume=resume,
         work_dir=work_dir.expanduser().absolute() if work_dir else None,
         participant_labels=_labels(participant_label), nprocs=nprocs or 1,

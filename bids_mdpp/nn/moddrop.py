@@ -3,7 +3,10 @@
 * :func:`draw_drop` draws which contrasts to keep.  With n contrasts available it draws k
   uniformly from {0, …, n−1} and drops k of them at random, so "all present" has probability
   1/n and the all-missing code is impossible.  The result is the kept-code, a tuple of 0/1 in
-  the model's contrast order; record it to reproduce the sample.
+  the model's contrast order; record it to reproduce the sample.  ``single_p`` > 0 first keeps
+  one available contrast alone (uniformly) with that probability: with the uniform draw a
+  single contrast is kept only 1/n² of the time, which can leave the weakest single-contrast
+  codes (T1w alone) unlearned.
 * :func:`apply_code` is the deterministic transform: it zero-fills the channels of every
   contrast whose code bit is 0 (the normalised background is −1, so 0 marks "missing").  It
   works on a batch with one code per sample.
@@ -22,15 +25,24 @@ import numpy as np
 import torch
 
 
-def draw_drop(available: Sequence[bool], rng: np.random.Generator) -> tuple[int, ...]:
+def draw_drop(available: Sequence[bool], rng: np.random.Generator,
+              single_p: float = 0.0) -> tuple[int, ...]:
     """Draw the kept-code for one sample: ``available`` (K flags) → K bits, at least one 1.
 
-    Raises ``ValueError`` when no contrast is available.
+    ``single_p`` is the probability of keeping exactly one available contrast (chosen
+    uniformly) instead of the uniform-k draw; with 0 (the default, as the authors) no extra
+    random number is drawn, so the stream of draws is the authors' scheme exactly.
+    Raises ``ValueError`` when no contrast is available or ``single_p`` is outside [0, 1].
     """
     available = [bool(a) for a in available]
     present = np.flatnonzero(available)
     if present.size == 0:
         raise ValueError("modality drop-out needs at least one available contrast")
+    if not 0.0 <= single_p <= 1.0:
+        raise ValueError(f"single_p must lie in [0, 1], got {single_p}")
+    if single_p > 0 and rng.random() < single_p:
+        kept = int(rng.choice(present))
+        return tuple(int(i == kept) for i in range(len(available)))
     n_drop = int(rng.integers(0, present.size))  # uniform in {0, …, n−1}
     dropped = set(rng.choice(present, size=n_drop, replace=False).tolist())
     return tuple(int(a and i not in dropped) for i, a in enumerate(available))

@@ -67,6 +67,7 @@ class TrainingConfig:
     network: dict = field(default_factory=dict)
     focal_gamma: float = 2.0
     ssim_weight: float = 0.05
+    single_contrast_p: float = 0.0
     crop: int = 128
     num_workers: int = 0
     init_from: Path | None = None
@@ -99,6 +100,12 @@ class TrainingConfig:
             raise UsageError(f"--lr must be positive, got {self.lr}")
         if self.decay_epochs is not None and not 0 <= self.decay_epochs <= self.epochs:
             raise UsageError(f"--decay-epochs must lie in [0, --epochs={self.epochs}]")
+        if not 0.0 <= self.single_contrast_p <= 1.0:
+            raise UsageError(
+                f"--single-contrast-p must lie in [0, 1], got {self.single_contrast_p}")
+        if self.single_contrast_p > 0 and not MODES[self.mode].modality_dropout:
+            raise UsageError(f"--single-contrast-p needs modality drop-out; mode {self.mode} "
+                             "has none")
         if self.num_workers < 0 or self.patience < 0:
             raise UsageError("--num-workers and --patience cannot be negative")
         self.network_config(self.contrasts or ("FLAIR",))  # bad network options fail now

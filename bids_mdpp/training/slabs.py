@@ -198,8 +198,11 @@ def draw_params(
     available: Sequence[bool],
     settings: AugmentationSettings,
     moddrop: bool,
+    single_contrast_p: float = 0.0,
 ) -> SampleParams:
-    """Draw one sample's parameters; ``label_plane`` (H, W) is the slice's lesion mask."""
+    """Draw one sample's parameters; ``label_plane`` (H, W) is the slice's lesion mask.
+
+    ``single_contrast_p``: see :func:`bids_mdpp.nn.moddrop.draw_drop` (``single_p``)."""
     crop = settings.crop
     height, width = label_plane.shape
     padded = (max(height, crop), max(width, crop))
@@ -224,7 +227,8 @@ def draw_params(
     if moddrop:
         from bids_mdpp.nn.moddrop import draw_drop
 
-        drop = tuple(int(b) for b in draw_drop([bool(a) for a in available], rng))
+        drop = tuple(int(b) for b in draw_drop([bool(a) for a in available], rng,
+                                               single_p=single_contrast_p))
     else:
         drop = tuple(int(bool(a)) for a in available)
     return SampleParams(
@@ -285,7 +289,8 @@ class SlabDataset(torch.utils.data.Dataset):
     them.  Item ``i`` of epoch ``e`` is a dict of tensors: ``image`` (K·3, C, C) float32, the
     subject's full input (contrast-major, [i−1, i, i+1] per contrast, absent contrasts 0);
     ``available`` (K,) float32, the contrasts the subject has; ``drop`` (K,) float32, the
-    ModDrop code drawn for this sample (equal to ``available`` with ``moddrop=False``); and
+    ModDrop code drawn for this sample (equal to ``available`` with ``moddrop=False``; a
+    single available contrast with probability ``single_contrast_p``); and
     ``label`` (1, C, C) float32.  Deterministic for (seed, epoch, i): call
     :meth:`set_epoch` before iterating an epoch.
     """
@@ -298,11 +303,13 @@ class SlabDataset(torch.utils.data.Dataset):
         seed: int = 0,
         settings: AugmentationSettings = AugmentationSettings(),
         moddrop: bool = True,
+        single_contrast_p: float = 0.0,
     ):
         self.subjects = list(subjects)
         self.seed = int(seed)
         self.settings = settings
         self.moddrop = moddrop
+        self.single_contrast_p = float(single_contrast_p)
         self.epoch = 0
         self.contrasts = tuple(contrasts or (self.subjects[0].contrasts if self.subjects else ()))
         self.channels = []
@@ -350,7 +357,7 @@ class SlabDataset(torch.utils.data.Dataset):
             rng, subject=subject, axis=axis, index=index,
             label_plane=np.take(label, index, axis=axis),
             available=self.available[subject], settings=self.settings,
-            moddrop=self.moddrop,
+            moddrop=self.moddrop, single_contrast_p=self.single_contrast_p,
         )
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:

@@ -163,7 +163,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.dataset = SlabDataset(train, contrasts=self.contrasts, seed=config.seed,
                                    settings=AugmentationSettings(crop=config.crop),
-                                   moddrop=MODES[config.mode].modality_dropout)
+                                   moddrop=MODES[config.mode].modality_dropout,
+                                   single_contrast_p=config.single_contrast_p)
         per_rank = config.steps_per_epoch * config.batch_size if config.steps_per_epoch else None
         self.sampler = EpochSampler(len(self.dataset), seed=config.seed, rank=ctx.rank,
                                     world_size=ctx.world_size, samples_per_rank=per_rank)
@@ -411,6 +412,8 @@ class Trainer:
             "loss": {"focal_gamma": self.config.focal_gamma, "focal_alpha": 0.25,
                      **({"ssim_weight": self.config.ssim_weight}
                         if MODES[self.config.mode].cotraining else {})},
+            **({"modality_dropout": {"single_contrast_p": self.config.single_contrast_p}}
+               if MODES[self.config.mode].modality_dropout else {}),
             "precision": self.precision, "seed": self.config.seed,
             "processes": self.ctx.world_size, "command_line": self.config.command_line,
             "fine_tuned_from": None if self.init_card is None else {

@@ -42,8 +42,9 @@ LOGGER = logging.getLogger(__name__)
 BF16_TOLERANCE = 1e-2
 #: Central slices (axial) on which ``auto`` compares bf16 with fp32 before using it.
 PROBE_SLICES = 4
-#: Voxels of background kept around the brain mask's bounding box (the network's context).
-CROP_MARGIN = 16
+#: Voxels of background kept around the brain mask's bounding box (the network's context;
+#: on a real 1 mm brain 4 and 16 gave the same DSC, and 4 costs ~25 % less).
+CROP_MARGIN = 4
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -291,18 +292,13 @@ class Predictor:
 
         ``inside (L, A, B)``: the brain mask with the slicing axis first.  The box is the bounding
         box of the brain in these slices grown by ``crop_margin``, starting on the pooling grid
-        (as :func:`bounding_box`) with its sides rounded up to multiples of the grid where the
-        plane allows (fewer distinct shapes for the backends to prepare).
+        (:func:`bounding_box`: the pooling windows fall where they fall on the whole slice).  Its
+        far sides are not rounded up: the network takes any size, and rounding to the grid cost
+        ~17 % more FLOPs on a 1 mm brain than the few extra shapes it saved.
         """
         if inside is None:
             return slice(0, plane[0]), slice(0, plane[1])
-        box = bounding_box(inside[indices].any(axis=0), self.crop_margin, self.pooling_grid)
-        grid = self.pooling_grid
-        window = []
-        for side, size in zip(box, plane):
-            length = -(-(side.stop - side.start) // grid) * grid  # rounded up to the grid
-            window.append(slice(side.start, min(size, side.start + length)))
-        return tuple(window)
+        return bounding_box(inside[indices].any(axis=0), self.crop_margin, self.pooling_grid)
 
     def _run(self, stack: np.ndarray, axis: int, indices: np.ndarray, code_t: torch.Tensor,
              dtype: torch.dtype | None,

@@ -215,4 +215,15 @@ def test_each_batch_runs_on_the_brain_box_of_its_own_slices(loaded, session):
     box_sides = [s.stop - s.start for s in box]
     for shape in seen:
         for side in shape[2:]:
-            assert side % predictor.pooling_grid == 0 or side in box_sides
+            assert predictor.pooling_grid <= side <= max(box_sides)
+
+
+def test_a_window_starts_on_the_pooling_grid_and_ends_at_the_margin(loaded):
+    predictor = Predictor(loaded, device="cpu", crop_margin=2)
+    grid = predictor.pooling_grid  # 4 for the tiny network
+    inside = np.zeros((3, 30, 26), dtype=bool)
+    inside[1, 9:17, 6:21] = True
+    rows, cols = predictor._window(inside, np.array([0, 1]), (30, 26))
+    assert rows == slice(4, 19)  # 9 − 2 rounded down to the grid; 16 + 1 + 2
+    assert cols == slice(4, 23)
+    assert rows.start % grid == 0 and cols.start % grid == 0

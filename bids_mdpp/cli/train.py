@@ -125,8 +125,8 @@ def default_threads(nprocs: int | None) -> int:
 def train(bids_dir, output_dir, labels, contrasts, mode, epochs, batch_size, steps_per_epoch, lr,
           decay_epochs, val_fraction, val_subsets, patience, resume, init_from, seed, device,
           precision, network_size, growth_rate, layers_per_block, bottleneck_layers,
-          first_conv_channels, focal_gamma, ssim_weight, single_contrast_p, crop, participant_label, work_dir,
-          nprocs, omp_nthreads, num_workers, verbose) -> int:
+          first_conv_channels, focal_gamma, ssim_weight, single_contrast_p, crop,
+          participant_label, work_dir, nprocs, omp_nthreads, num_workers, verbose) -> int:
     """Train a ModDrop++ model on BIDS_DIR with the reference masks in --labels.
 
     Every session is preprocessed as at inference (cached), subjects are split into training

@@ -9,7 +9,8 @@ Liu et al. 2022).
 
 :class:`Predictor` is the fast path: it crops to the brain mask's bounding box (plus a margin),
 skips slices without brain, runs each batch of consecutive slices on the brain's bounding box in
-those slices (plus the margin), runs batches under ``torch.inference_mode`` in ``channels_last``
+those slices (plus the margin; batches of up to ``batch_size`` slices chosen to waste few pixels,
+:mod:`bids_mdpp.slice_windows`), runs batches under ``torch.inference_mode`` in ``channels_last``
 layout and — with ``precision="auto"`` on hardware with bfloat16 — under bf16 autocast, but
 only after checking on central slices of this very input that bf16 stays within
 :data:`BF16_TOLERANCE` of fp32 (otherwise the whole volume runs in fp32).  The result is
@@ -35,6 +36,8 @@ import torch
 from bids_mdpp.contrasts import modality_code
 from bids_mdpp.errors import UsageError
 from bids_mdpp.nn import torch_threads
+from bids_mdpp.nn.fast_eval import defining_modules
+from bids_mdpp.slice_windows import bounding_box, plan_batches
 
 LOGGER = logging.getLogger(__name__)
 
@@ -115,7 +118,8 @@ def predict_reference(network: torch.nn.Module, stack: np.ndarray, code: Sequenc
                       slices_per_contrast: int = 3, axes: Iterable[int] = (0, 1, 2)) -> np.ndarray:
     """The plain definition: every slice of ``axes``, one at a time, fp32, no cropping.
 
-    Puts ``network`` in eval mode.
+    Puts ``network`` in eval mode and runs its modules as defined
+    (:func:`bids_mdpp.nn.densenet.defining_modules`: no fused or sub-pixel forms).
 
     ``stack (K, X, Y, Z)`` → the mean over ``axes`` of the sigmoid probabilities, ``(X, Y, Z)``.
     """
@@ -124,7 +128,7 @@ def predict_reference(network: torch.nn.Module, stack: np.ndarray, code: Sequenc
     code_t = torch.tensor([list(code)], dtype=parameter.dtype, device=parameter.device)
     axes = tuple(axes)
     fused = np.zeros(stack.shape[1:], dtype=np.float64)
-    with torch.no_grad():
+    with torch.no_grad(), defining_modules():
         for axis in axes:
             per_axis = np.moveaxis(fused, axis, 0)  # a view: writes land in ``fused``
             for i in range(stack.shape[axis + 1]):
@@ -132,25 +136,6 @@ def predict_reference(network: torch.nn.Module, stack: np.ndarray, code: Sequenc
                 prob = torch.sigmoid(network(x.to(parameter.device), code_t))[0, 0]
                 per_axis[i] += prob.cpu().numpy()
     return (fused / len(axes)).astype(np.float32)
-
-
-def bounding_box(mask: np.ndarray, margin: int, grid: int) -> tuple[slice, ...]:
-    """``mask``'s bounding box grown by ``margin`` voxels, as slices that stay inside the volume.
-
-    Each start is rounded down to a multiple of ``grid`` (2^pooling levels), so the network's
-    pooling windows fall where they fall on the whole slice, and each side is at least ``grid``
-    long.  Only the context beyond the box then differs from whole-slice inference.
-    """
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other))
-        size = mask.shape[axis]
-        start = max(0, int(present[0]) - margin) // grid * grid
-        stop = min(size, max(int(present[-1]) + 1 + margin, start + grid))
-        start = min(start, max(0, stop - grid) // grid * grid)
-        box.append(slice(start, stop))
-    return tuple(box)
 
 
 class Predictor:
@@ -200,12 +185,19 @@ class Predictor:
         """The modality code of the available ``contrasts`` in the model's order."""
         return modality_code(contrasts, self.card.contrasts)
 
-    def stack(self, volumes: Mapping[str, np.ndarray]) -> tuple[np.ndarray, tuple[int, ...]]:
+    def stack(self, volumes: Mapping[str, np.ndarray],
+              box: tuple[slice, ...] | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
         """Check the volumes and stack them in the model's order: ``(K, X, Y, Z)`` and the code.
 
+        With ``box`` (slices of the volumes), only that block is stacked: ``(K, *box sides)``.
         Raises ``ValueError`` naming the contrasts for a wrong dimension, disagreeing shapes,
         non-finite values, or when none of them is known to the model.
         """
+        known, shape = self._checked(volumes)
+        return self._stack_block(known, shape, box), self.code_for(known)
+
+    def _checked(self, volumes: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
+        """The volumes the model knows (float32), checked as :meth:`stack` says, and their shape."""
         arrays = {name: np.asarray(v, dtype=np.float32) for name, v in volumes.items()}
         for name, array in arrays.items():
             if array.ndim != 3:
@@ -229,11 +221,18 @@ class Predictor:
                 f"volumes of shape {shape} are smaller than the network's minimum of "
                 f"{self.pooling_grid} voxels per axis"
             )
-        stack = np.zeros((len(self.card.contrasts), *shape), dtype=np.float32)
+        return known, shape
+
+    def _stack_block(self, known: Mapping[str, np.ndarray], shape: tuple[int, ...],
+                     box: tuple[slice, ...] | None) -> np.ndarray:
+        """``(K, *block)``: the ``box`` of each known contrast in the model's order, zeros elsewhere."""
+        box = tuple(slice(0, n) for n in shape) if box is None else box
+        block = tuple(len(range(*b.indices(n))) for b, n in zip(box, shape))
+        stack = np.zeros((len(self.card.contrasts), *block), dtype=np.float32)
         for k, name in enumerate(self.card.contrasts):
             if name in known:
-                stack[k] = known[name]
-        return stack, self.code_for(known)
+                stack[k] = known[name][box]
+        return stack
 
     def predict(self, volumes: Mapping[str, np.ndarray],
                 brain_mask: np.ndarray | None = None) -> np.ndarray:
@@ -246,8 +245,7 @@ class Predictor:
             return self._predict(volumes, brain_mask)
 
     def _predict(self, volumes: Mapping[str, np.ndarray], brain_mask: np.ndarray | None) -> np.ndarray:
-        stack, code = self.stack(volumes)
-        shape = stack.shape[1:]
+        known, shape = self._checked(volumes)
         if brain_mask is None:
             mask = None
             box = tuple(slice(0, n) for n in shape)
@@ -258,7 +256,8 @@ class Predictor:
             if not mask.any():
                 raise ValueError("the brain mask is empty")
             box = bounding_box(mask, self.crop_margin, self.pooling_grid)
-        cropped = np.ascontiguousarray(stack[(slice(None), *box)])
+        # only the brain's box is stacked (copying the whole volumes first cost ~0.8 s)
+        cropped, code = self._stack_block(known, shape, box), self.code_for(known)
         inside = None if mask is None else mask[box]
         code_t = torch.tensor([code], dtype=torch.float32, device=self.device)
         dtype = self._dtype(cropped, inside, code_t)
@@ -278,13 +277,17 @@ class Predictor:
         return np.clip(probability, 0.0, 1.0)
 
     def _batches(self, inside: np.ndarray | None, axis: int, length: int) -> list[np.ndarray]:
-        """Slice indices along ``axis`` that hold brain, in batches of ``batch_size``."""
+        """Slice indices along ``axis`` that hold brain, in batches of at most ``batch_size``.
+
+        Without a mask, consecutive batches of ``batch_size``; with one, the runs of
+        :func:`bids_mdpp.slice_windows.plan_batches` (fewer pixels where the brain's outline
+        changes quickly, ~9 % less work on a 1 mm brain).
+        """
         if inside is None:
             indices = np.arange(length)
-        else:
-            other = tuple(a for a in range(3) if a != axis)
-            indices = np.flatnonzero(inside.any(axis=other))
-        return [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+            return [indices[i:i + self.batch_size] for i in range(0, length, self.batch_size)]
+        return plan_batches(np.moveaxis(inside, axis, 0), self.batch_size, self.crop_margin,
+                            self.pooling_grid)
 
     def _window(self, inside: np.ndarray | None, indices: np.ndarray,
                 plane: tuple[int, int]) -> tuple[slice, slice]:

@@ -99,6 +99,16 @@ def test_without_a_mask_the_predictor_is_the_plain_definition(loaded, session):
     np.testing.assert_allclose(fused, predict_reference(loaded.network, stack, code), atol=1e-5)
 
 
+def test_stacking_a_box_stacks_that_block_of_every_contrast(loaded, session):
+    volumes, _ = session
+    predictor = Predictor(loaded, device="cpu")
+    whole, code = predictor.stack(volumes)
+    box = (slice(2, 9), slice(0, 11), slice(5, None))
+    block, block_code = predictor.stack(volumes, box)
+    np.testing.assert_array_equal(block, whole[(slice(None), *box)])
+    assert block_code == code and block.flags.c_contiguous
+
+
 def test_the_three_orientations_are_averaged_with_equal_weights(loaded, session):
     volumes, _ = session
     predictor = Predictor(loaded, device="cpu", precision="fp32")

@@ -5,25 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bids_mdpp.nn import NetworkConfig, build_network, torch_threads
-from bids_mdpp.nn.densenet import FCDenseNet
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors run fastest on one thread (and do not fight other processes for cores)."""
-    with torch_threads(1):
-        yield
-
-
-TINY = dict(growth_rate=4, down_blocks=(1, 2), up_blocks=(2, 1), bottleneck_layers=1,
-            first_conv_channels=8, dropout=0.0)
-
-
-def tiny_network(n_contrasts: int = 3, dynamic: bool = True, seed: int = 0) -> FCDenseNet:
-    torch.manual_seed(seed)
-    net = build_network({**TINY, "n_contrasts": n_contrasts, "dynamic_head": dynamic})
-    net.reset_parameters(std=0.2)
-    return net.eval()
+from bids_mdpp.nn import NetworkConfig, build_network
+from tiny_networks import TINY, one_thread, tiny_network  # noqa: F401 (one_thread: fixture)
 
 
 def n_parameters(net: torch.nn.Module) -> int:
@@ -167,3 +150,18 @@ def test_under_cpu_autocast_the_transposed_convolutions_run_in_fp32():
     logits.float().sum().backward()
     assert all(t.conv.weight.grad is not None and t.conv.weight.grad.abs().sum() > 0
                for t in net.up_transitions)
+
+
+def test_new_features_only_blocks_return_the_new_features_in_order():
+    from bids_mdpp.nn.densenet import DenseBlock
+
+    torch.manual_seed(0)
+    both = DenseBlock(5, 3, 3, 0.0).eval()
+    new_only = DenseBlock(5, 3, 3, 0.0, new_features_only=True).eval()
+    new_only.load_state_dict(both.state_dict())
+    x = torch.randn(2, 5, 8, 8)
+    with torch.no_grad():
+        full, new = both(x), new_only(x)
+    assert full.shape == (2, 14, 8, 8) and new.shape == (2, 9, 8, 8)
+    torch.testing.assert_close(full[:, :5], x)
+    torch.testing.assert_close(new, full[:, 5:])

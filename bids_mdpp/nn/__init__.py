@@ -6,6 +6,9 @@ Modules
     :class:`NetworkConfig` and :class:`FCDenseNet` — the 2.5D FC-DenseNet-57;
     ``forward(x (B, K·s, H, W), code (B, K), return_features=False)`` → logits ``(B, 1, H, W)``
     (and features ``(B, 48, H, W)`` when asked).
+:mod:`~bids_mdpp.nn.fast_eval`
+    Faster forms of the layers for evaluation without gradients (fused batch norm + ReLU, the
+    transposed convolutions as sub-pixel convolutions); ``defining_modules()`` turns them off.
 :mod:`~bids_mdpp.nn.dynamic_head`
     The ModDrop++ filter-scaling dynamic first convolution and its static counterpart.
 :mod:`~bids_mdpp.nn.losses`

@@ -31,8 +31,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from bids_mdpp.nn.dynamic_head import DynamicFirstConv, StaticFirstConv
+from bids_mdpp.nn.fast_eval import bn_relu, fast_evaluation, transposed_conv_as_subpixel
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,11 @@ class DenseLayer(nn.Sequential):
         self.conv = nn.Conv2d(in_channels, growth_rate, kernel_size=3, padding=1, bias=True)
         self.drop = nn.Dropout2d(dropout)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not fast_evaluation(self):
+            return super().forward(x)
+        return self.conv(bn_relu(x, self.norm))   # dropout is the identity in evaluation
+
 
 class DenseBlock(nn.Module):
     """``n_layers`` dense layers, each fed the concatenation of the input and all earlier outputs.
@@ -155,12 +162,27 @@ class DenseBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.new_features_only:
+            return torch.cat(self._run(x)[1], dim=1)
+        return torch.cat(self.forward_split(x), dim=1)
+
+    def forward_split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output in two parts, not yet concatenated (which costs a pass over memory).
+
+        ``(B, C, H, W)`` → the input and all new features but the last ``(B, C + (n−1)·growth,
+        H, W)``, and the last layer's features ``(B, growth, H, W)``.
+        """
+        x, new_features = self._run(x)
+        return x, new_features[-1]
+
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Runs the layers: (the input with all new features but the last, each layer's output)."""
         new_features = []
-        for layer in self.layers:
-            out = layer(x)
-            x = torch.cat([x, out], dim=1)
-            new_features.append(out)
-        return torch.cat(new_features, dim=1) if self.new_features_only else x
+        for i, layer in enumerate(self.layers):
+            if i:
+                x = torch.cat([x, new_features[-1]], dim=1)
+            new_features.append(layer(x))
+        return x, new_features
 
 
 class TransitionDown(nn.Sequential):
@@ -174,15 +196,23 @@ class TransitionDown(nn.Sequential):
         self.drop = nn.Dropout2d(dropout)
         self.pool = nn.MaxPool2d(2)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not fast_evaluation(self):
+            return super().forward(x)
+        return self.pool(self.conv(bn_relu(x, self.norm)))
+
 
 class TransitionUp(nn.Module):
     """3×3 transposed conv, stride 2, centre-cropped to the skip's size, then concatenated.
 
     ``x (B, C, h, w)``, ``skip (B, S, H, W)`` → ``(B, C + S, H, W)``.
 
-    Under CPU autocast the transposed convolution runs in fp32 (its result is cast back to the
-    input's dtype): oneDNN's bf16 transposed convolution is ~4× slower than its fp32 one, and
-    took a third of a bf16 forward pass (``benchmarks/inference.py``).
+    In training the transposed convolution is :class:`torch.nn.ConvTranspose2d`; under CPU
+    autocast it runs in fp32 (its result is cast back to the input's dtype): oneDNN's bf16
+    transposed convolution is ~4× slower than its fp32 one.  In evaluation mode the same weights
+    run as an ordinary convolution (:func:`~bids_mdpp.nn.fast_eval.transposed_conv_as_subpixel`), ~2.7× faster than the
+    fp32 transposed one in bf16 and ~1.6× in fp32 (``benchmarks/inference.py``).  With gradients
+    on, or within :func:`~bids_mdpp.nn.fast_eval.defining_modules`, evaluation keeps the module.
     """
 
     def __init__(self, channels: int):
@@ -190,7 +220,9 @@ class TransitionUp(nn.Module):
         self.conv = nn.ConvTranspose2d(channels, channels, kernel_size=3, stride=2, bias=True)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        if fast_evaluation(self):
+            out = transposed_conv_as_subpixel(x, self.conv.weight, self.conv.bias)
+        elif x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):
                 out = self.conv(x.float()).to(x.dtype)
         else:
@@ -269,7 +301,17 @@ class FCDenseNet(nn.Module):
             skips.append(out)
             out = transition(out)
         out = self.bottleneck(out)
-        for transition, block in zip(self.up_transitions, self.up_blocks):
+        for transition, block in zip(self.up_transitions[:-1], self.up_blocks[:-1]):
             out = block(transition(out, skips.pop()))
-        logits = self.final_conv(out)
+        out = self.up_transitions[-1](out, skips.pop())
+        if fast_evaluation(self):
+            # the 1×1 convolution of a concatenation is the sum of the parts' convolutions:
+            # the full-resolution concatenation of the last block is never written
+            earlier, last = self.up_blocks[-1].forward_split(out)
+            weight, split = self.final_conv.weight, earlier.shape[1]
+            parts = (F.conv2d(earlier, weight[:, :split], self.final_conv.bias),
+                     F.conv2d(last, weight[:, split:]))
+            logits = (parts[0].float() + parts[1].float()).to(parts[0].dtype)   # one rounding
+        else:
+            logits = self.final_conv(self.up_blocks[-1](out))
         return (logits, features) if return_features else logits

@@ -119,7 +119,7 @@ def predict_reference(network: torch.nn.Module, stack: np.ndarray, code: Sequenc
     """The plain definition: every slice of ``axes``, one at a time, fp32, no cropping.
 
     Puts ``network`` in eval mode and runs its modules as defined
-    (:func:`bids_mdpp.nn.densenet.defining_modules`: no fused or sub-pixel forms).
+    (:func:`bids_mdpp.nn.fast_eval.defining_modules`: no fused or sub-pixel forms).
 
     ``stack (K, X, Y, Z)`` → the mean over ``axes`` of the sigmoid probabilities, ``(X, Y, Z)``.
     """

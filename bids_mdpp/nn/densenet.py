@@ -210,9 +210,10 @@ class TransitionUp(nn.Module):
     In training the transposed convolution is :class:`torch.nn.ConvTranspose2d`; under CPU
     autocast it runs in fp32 (its result is cast back to the input's dtype): oneDNN's bf16
     transposed convolution is ~4× slower than its fp32 one.  In evaluation mode the same weights
-    run as an ordinary convolution (:func:`~bids_mdpp.nn.fast_eval.transposed_conv_as_subpixel`), ~2.7× faster than the
-    fp32 transposed one in bf16 and ~1.6× in fp32 (``benchmarks/inference.py``).  With gradients
-    on, or within :func:`~bids_mdpp.nn.fast_eval.defining_modules`, evaluation keeps the module.
+    run as an ordinary convolution
+    (:func:`~bids_mdpp.nn.fast_eval.transposed_conv_as_subpixel`), ~2.7× faster than the fp32
+    transposed one in bf16 and ~1.6× in fp32 (``benchmarks/inference.py``).  With gradients on,
+    or within :func:`~bids_mdpp.nn.fast_eval.defining_modules`, evaluation keeps the module.
     """
 
     def __init__(self, channels: int):

@@ -68,7 +68,11 @@ class ModelCard:
     slices_per_contrast : int
         Adjacent slices per contrast in the 2.5D input (3 = ``[i−1, i, i+1]``).
     threshold : float
-        Probability above which a voxel is lesion.
+        Probability at or above which a voxel is lesion.
+    thresholds : dict[str, float]
+        Thresholds for particular contrast subsets, keyed by
+        :func:`~bids_mdpp.contrasts.subset_name` (``"T1w+FLAIR"``), as ``bids_mdpp calibrate``
+        chooses them on labelled sessions; a subset without an entry uses ``threshold``.
     network : dict
         :class:`~bids_mdpp.nn.NetworkConfig` as a dict (incl. ``dynamic_head``).
     normalisation : dict
@@ -93,6 +97,7 @@ class ModelCard:
     grid_mm: float = 1.0
     slices_per_contrast: int = 3
     threshold: float = 0.5
+    thresholds: dict[str, float] = field(default_factory=dict)
     normalisation: dict[str, Any] = field(default_factory=lambda: dict(KDE_WM_PEAK))
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -117,6 +122,7 @@ class ModelCard:
             raise ValueError(f"grid_mm must be a voxel size in (0, 10] mm, got {self.grid_mm!r}")
         if not (isinstance(self.threshold, (int, float)) and 0 < self.threshold < 1):
             raise ValueError(f"threshold must lie strictly between 0 and 1, got {self.threshold!r}")
+        self._check_thresholds()
         if not isinstance(self.normalisation, dict) or "method" not in self.normalisation:
             raise ValueError("normalisation must be a mapping with a 'method'")
         config = self.network_config
@@ -135,6 +141,23 @@ class ModelCard:
                 f"mode {self.mode!r} {'needs' if spec.dynamic_head else 'has no'} dynamic head, "
                 f"but network dynamic_head = {config.dynamic_head}"
             )
+
+    def _check_thresholds(self) -> None:
+        if not isinstance(self.thresholds, dict):
+            raise ValueError(f"thresholds must map contrast subsets to thresholds, got {self.thresholds!r}")
+        for name, value in self.thresholds.items():
+            parts = name.split("+") if isinstance(name, str) else []
+            if not parts or any(p not in self.contrasts for p in parts) or subset_name(parts) != name:
+                raise ValueError(
+                    f"thresholds key {name!r} is not a subset of {', '.join(self.contrasts)} "
+                    "written as in 'T1w+FLAIR' (canonical order, joined by '+')")
+            if not (isinstance(value, (int, float)) and 0 < value < 1):
+                raise ValueError(f"thresholds[{name!r}] must lie strictly between 0 and 1, got {value!r}")
+
+    def threshold_for(self, contrasts) -> float:
+        """The threshold for an input of exactly ``contrasts`` (any order): its calibrated
+        entry in ``thresholds``, else ``threshold``."""
+        return float(self.thresholds.get(subset_name(contrasts), self.threshold))
 
     def real_scan_dsc(self, contrasts) -> float | None:
         """The DSC the card reports on real scans for exactly ``contrasts``, or None.

@@ -152,7 +152,7 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
                 predictor.precision_used)
     started = time.perf_counter()
     prob_native = to_native(probability, preproc, order=1)
-    threshold = card.threshold if config.threshold_from_model else config.threshold
+    threshold = card.threshold_for(usable.contrasts) if config.threshold_from_model else config.threshold
     outputs = write_session_outputs(
         config.output_dir, usable, preproc, prob_native, model_card=card.to_dict(),
         model_sha256=loaded.sha256, threshold=threshold, min_lesion_mm3=config.min_lesion_mm3,

@@ -1,6 +1,7 @@
 """Shared fixtures: the real data beside the checkout, and tiny BIDS datasets made on the fly."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,21 @@ def bids_factory(tmp_path):
         return make_bids(tmp_path / f"bids{next(counter)}", files, **kwargs)
 
     return factory
+
+
+@pytest.fixture
+def restore_process_state():
+    """In-process CLI runs set bids_mdpp's log handlers and torch's threads; restore them after
+    (use with ``pytestmark = pytest.mark.usefixtures("restore_process_state")``)."""
+    import torch
+
+    logger = logging.getLogger("bids_mdpp")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    for handler in list(logger.handlers):
+        if handler not in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    logger.propagate, logger.level = propagate, level

@@ -35,6 +35,7 @@ def tiny_model(tmp_path_factory) -> Path:
     card = ModelCard(name="tiny-test", version="0", contrasts=("T1w", "FLAIR", "T2w", "ceT1w"),
                      mode="moddrop+", network=dict(TINY), grid_mm=4.0,
                      description="random weights, for tests only",
+                     thresholds={"T1w+FLAIR": 0.35},
                      metrics={"real_scans": {"dsc": {"T1w+FLAIR+T2w+ceT1w": 0.61, "T1w+FLAIR": 0.12}}})
     directory = tmp_path_factory.mktemp("model") / "tiny"
     save_model(directory, build_network(card.network), card)
@@ -86,6 +87,8 @@ def test_participant_run_writes_valid_derivatives_and_report(small_cross, tiny_m
     assert sidecar["ModalityCode"] == "1111" and sidecar["ReferenceContrast"] == "FLAIR"
     side2 = json.loads((out / "sub-02/anat/sub-02_label-lesion_mask.json").read_text())
     assert side2["ModalityCode"] == "1100"
+    # the card's calibrated threshold for T1w + FLAIR; the full set has none and uses 0.5
+    assert side2["Threshold"] == 0.35 and sidecar["Threshold"] == 0.5
     assert set(side2["ContrastsMissing"]) == {"T2w", "ceT1w"}
     assert (out / "sub-01.html").exists() and (out / "sub-02.html").exists()
     # the card's real-scan DSC is low for sub-02's T1w + FLAIR only: its report says so
@@ -164,8 +167,10 @@ def test_output_spaces_write_template_space_maps_and_a_transform(small_cross, ti
         assert img.shape == template.shape and np.allclose(img.affine, template.affine)
     probability = np.asarray(nib.load(prob).dataobj)
     assert probability.dtype == np.float32 and 0 <= probability.min() and probability.max() <= 1
-    assert np.array_equal(np.asarray(nib.load(mask).dataobj) > 0, probability >= 0.5)
+    # sub-02 has T1w + FLAIR: the card's threshold for them applies in template space too
+    assert np.array_equal(np.asarray(nib.load(mask).dataobj) > 0, probability >= 0.35)
     sidecar = json.loads(mask.with_name(mask.name.replace(".nii.gz", ".json")).read_text())
+    assert sidecar["Threshold"] == 0.35
     assert sidecar["Template"] == "MNI152NLin2009aSym" and sidecar["Type"] == "Lesion"
     assert sidecar["Sources"] == ["bids::sub-02/anat/sub-02_label-lesion_mask.nii.gz"]
     assert sidecar["ModalityCode"] == "1100" and xfm.name in sidecar["Registration"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -17,21 +16,9 @@ QUICK = ("--epochs", "2", "--batch-size", "4", "--crop", "32", "--steps-per-epoc
          "--omp-nthreads", "1", "--precision", "fp32", "--val-subsets", "full", *TINY_NETWORK)
 
 
-@pytest.fixture(autouse=True)
-def restore_process_state():
-    """The command sets bids_mdpp's log handlers and torch's threads; restore them after."""
-    import torch
 
-    logger = logging.getLogger("bids_mdpp")
-    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-    for handler in list(logger.handlers):
-        if handler not in handlers:
-            logger.removeHandler(handler)
-            handler.close()
-    logger.propagate, logger.level = propagate, level
+
+pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 def run_cli(args, capsys):

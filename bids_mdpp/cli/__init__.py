@@ -1,7 +1,8 @@
 """The ``bids_mdpp`` command line.
 
 ``bids_mdpp BIDS_DIR OUTPUT_DIR {participant,group} [OPTIONS]`` is the BIDS-App call; a first
-argument that names a subcommand (``train``, ``synth``, ``import-weights``) dispatches to it.
+argument that names a subcommand (``train``, ``synth``, ``calibrate``, ``import-weights``)
+dispatches to it.
 Heavy libraries are imported inside the commands so that ``--help`` is instant.
 
 Exit codes follow the BIDS-Apps execution specification (see :mod:`bids_mdpp.errors`); click's
@@ -22,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "run": "bids_mdpp.cli.run:run",
     "train": "bids_mdpp.cli.train:train",
     "synth": "bids_mdpp.cli.synth:synth",
+    "calibrate": "bids_mdpp.cli.calibrate:calibrate",
     "import-weights": "bids_mdpp.cli.import_weights:import_weights",
 }
 
@@ -44,8 +46,8 @@ class BidsAppGroup(click.Group):
             args = ["run", "--help"]
         elif args[0] != "--version" and args[0] not in SUBCOMMANDS:
             args = ["run", *expand_label_lists(args)]
-        elif args[0] == "train":
-            args = ["train", *expand_label_lists(args[1:])]
+        elif args[0] in ("train", "calibrate"):
+            args = [args[0], *expand_label_lists(args[1:])]
         return super().parse_args(ctx, args)
 
 
@@ -93,7 +95,7 @@ def cli() -> None:
 
 
 #: Commands that run the network and gain from the tuned allocator (see bids_mdpp.allocator).
-HEAVY_FIRST_ARGS = ("train",)
+HEAVY_FIRST_ARGS = ("train", "calibrate")
 
 
 def console_entry() -> None:

@@ -17,6 +17,7 @@ EPILOG = """\b
 Other commands (bids_mdpp COMMAND --help):
   train           train a model on your own labelled BIDS data
   synth           write a synthetic multi-contrast MS dataset for training
+  calibrate       choose a model's threshold per contrast subset on labelled data
   import-weights  turn the ModDrop++ authors' released weights into a model directory
 
 \b
@@ -72,7 +73,8 @@ def _labels(values: tuple[str, ...]) -> tuple[str, ...]:
               help="Also write the lesion maps in these template spaces (affine fit), e.g. "
               "MNI152NLin2009cAsym from TEMPLATEFLOW_HOME, or MNI152NLin2009aSym (bundled).")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=None, help="Probability threshold of the mask (default: the model's).")
+              default=None,
+              help="Probability threshold of the mask (default: the model's, for the contrasts present).")
 @click.option("--min-lesion-size", "min_lesion_size", type=click.FloatRange(min=0), default=0.0,
               show_default=True, help="Drop lesions smaller than this (mm³) from mask and table.")
 @click.option("--labels", type=click.Path(path_type=Path),

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from bids_mdpp.cli.run import _labels
-from bids_mdpp.cli.train import default_threads
+from bids_mdpp.cli.train import default_threads, labelled_data_command
 
 EPILOG = """\b
 OUTPUT_DIR becomes a model directory (the input model's weights and a model card with
@@ -20,14 +20,7 @@ OUTPUT_DIR/calibration/dsc_curves.tsv holds every session's DSC at every thresho
 """
 
 
-@click.command(
-    name="calibrate", epilog=EPILOG,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-@click.argument("bids_dir", type=click.Path(path_type=Path))
-@click.argument("output_dir", type=click.Path(path_type=Path))
-@click.option("--labels", "labels", type=click.Path(path_type=Path), required=True,
-              help="Derivatives folder of reference lesion masks (sub-X[_ses-Y]_label-lesion_mask…).")
+@labelled_data_command("calibrate", EPILOG)
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Model directory to calibrate (default: the shipped model).")
 @click.option("--subsets", type=click.Choice(["all", "single", "full"]), default="all",

@@ -58,14 +58,24 @@ def default_threads(nprocs: int | None) -> int:
     return max(1, (nprocs or cores or 1) // max(world, 1))
 
 
-@click.command(
-    name="train", epilog=EPILOG,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-@click.argument("bids_dir", type=click.Path(path_type=Path))
-@click.argument("output_dir", type=click.Path(path_type=Path))
-@click.option("--labels", "labels", type=click.Path(path_type=Path), required=True,
-              help="Derivatives folder of reference lesion masks (sub-X[_ses-Y]_label-lesion_mask…).")
+def labelled_data_command(name: str, epilog: str):
+    """``click.command`` with the arguments every labelled-data command takes:
+    ``BIDS_DIR OUTPUT_DIR --labels DERIVATIVES_DIR`` (``train``, ``calibrate``)."""
+    def decorate(function):
+        function = click.option(
+            "--labels", "labels", type=click.Path(path_type=Path), required=True,
+            help="Derivatives folder of reference lesion masks (sub-X[_ses-Y]_label-lesion_mask…).",
+        )(function)
+        function = click.argument("output_dir", type=click.Path(path_type=Path))(function)
+        function = click.argument("bids_dir", type=click.Path(path_type=Path))(function)
+        return click.command(
+            name=name, epilog=epilog,
+            context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+        )(function)
+    return decorate
+
+
+@labelled_data_command("train", EPILOG)
 @click.option("--contrasts", help="Model contrasts, e.g. T1w,FLAIR,T2w,PDw,ceT1w "
               "(default: every contrast the labelled sessions have).")
 @click.option("--mode", type=click.Choice(MODES), default="moddrop++", show_default=True,

@@ -142,15 +142,14 @@ def score_sessions(config: CalibrationConfig, loaded, predictor) -> list[dict]:
     """DSC curves of every labelled session and subset: rows of session, subset, curve."""
     import nibabel as nib
 
-    from bids_mdpp.training.data import find_labelled_sessions, prepare_session
+    from bids_mdpp.training.data import find_labelled_sessions, nipype_plugin, prepare_session
 
     card = loaded.card
     sessions = find_labelled_sessions(
         config.bids_dir, config.labels_dir, model_contrasts=card.contrasts,
         participant_labels=config.participant_labels or None,
     )
-    plugin, plugin_args = ("Linear", {}) if config.nprocs == 1 else \
-        ("MultiProc", {"n_procs": config.nprocs, "raise_insufficient": False})
+    plugin, plugin_args = nipype_plugin(config.nprocs)
     rows = []
     for session in sessions:
         prepared = prepare_session(

@@ -142,7 +142,8 @@ def score_sessions(config: CalibrationConfig, loaded, predictor) -> list[dict]:
     """DSC curves of every labelled session and subset: rows of session, subset, curve."""
     import nibabel as nib
 
-    from bids_mdpp.training.data import find_labelled_sessions, nipype_plugin, prepare_session
+    from bids_mdpp.training.data import find_labelled_sessions, prepare_session
+    from bids_mdpp.workflows.preproc import nipype_plugin
 
     card = loaded.card
     sessions = find_labelled_sessions(

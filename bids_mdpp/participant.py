@@ -70,12 +70,9 @@ def plugin_settings(config: RunConfig) -> tuple[str, dict]:
         if not isinstance(settings, dict) or "plugin" not in settings:
             raise UsageError(f"{config.plugin_file}: a plugin file needs a 'plugin:' entry")
         return str(settings["plugin"]), dict(settings.get("plugin_args") or {})
-    if config.nprocs > 1:
-        args = {"n_procs": config.nprocs, "raise_insufficient": False}
-        if config.mem_gb:
-            args["memory_gb"] = config.mem_gb
-        return "MultiProc", args
-    return "Linear", {}
+    from bids_mdpp.workflows.preproc import nipype_plugin
+
+    return nipype_plugin(config.nprocs, config.mem_gb)
 
 
 def usable_inputs(inputs: SessionInputs, model_contrasts: tuple[str, ...]) -> SessionInputs:

@@ -154,13 +154,6 @@ def split_subjects(
     return train, val
 
 
-def nipype_plugin(nprocs: int) -> tuple[str, dict]:
-    """Nipype plugin and its arguments for ``nprocs`` preprocessing processes."""
-    if nprocs == 1:
-        return "Linear", {}
-    return "MultiProc", {"n_procs": nprocs, "raise_insufficient": False}
-
-
 def prepare_session(
     session: LabelledSession,
     work_dir: Path,
@@ -297,6 +290,8 @@ def prepare_data(config) -> tuple[tuple[str, ...], list, list, dict]:
     train, val = split_subjects(sessions, config.val_fraction, config.seed)
     LOGGER.info("Model contrasts: %s; %d training and %d validation session(s)",
                 ", ".join(contrasts), len(train), len(val))
+    from bids_mdpp.workflows.preproc import nipype_plugin
+
     plugin, plugin_args = nipype_plugin(config.nprocs)
     work = config.effective_work_dir
     caches: dict[str, list] = {"training": [], "validation": []}

@@ -403,6 +403,17 @@ def boilerplate(contrasts: Iterable[str], reference: str, *, grid_mm: float = 1.
     return " ".join(parts)
 
 
+def nipype_plugin(nprocs: int, memory_gb: float | None = None) -> tuple[str, dict]:
+    """Nipype plugin and its arguments for ``nprocs`` processes (Linear for one, else
+    MultiProc, limited to ``memory_gb`` when given)."""
+    if nprocs == 1:
+        return "Linear", {}
+    args = {"n_procs": nprocs, "raise_insufficient": False}
+    if memory_gb:
+        args["memory_gb"] = memory_gb
+    return "MultiProc", args
+
+
 def run_preprocessing(inputs: SessionInputs, work_dir: Path, *, grid_mm: float = 1.0,
                       plugin: str = "Linear", plugin_args: dict | None = None,
                       omp_nthreads: int = 1) -> PreprocResult:

@@ -25,8 +25,9 @@ LABELS: dict[str, str] = {
 #: lesion conspicuity more than T1w does.
 REFERENCE_ORDER: tuple[str, ...] = ("FLAIR", "T2w", "PDw", "T1w", "ceT1w")
 
-#: Contrasts whose white-matter peak is the highest-intensity KDE peak (the others take the
-#: tallest peak), as in the authors' normalisation.
+#: Contrasts whose white-matter peak is the highest-intensity KDE peak, as in the authors'
+#: normalisation (the others take the darkest of the tallest peaks: see
+#: :func:`bids_mdpp.preproc.normalize.white_matter_peak`).
 T1_LIKE: frozenset[str] = frozenset({"T1w", "ceT1w"})
 
 

@@ -30,6 +30,21 @@ def test_white_matter_peak_of_tissue_mixtures(contrast, mixture, wm):
     assert white_matter_peak(values, contrast) == pytest.approx(wm, rel=0.05)
 
 
+@pytest.mark.parametrize("contrast, mixture, wm", [
+    # grey matter (with partial volume) a little taller than white matter: still white matter
+    ("T2w", [(50, 50_000), (68, 60_000), (150, 10_000)], 50),
+    ("FLAIR", [(70, 45_000), (85, 55_000), (120, 5_000)], 70),
+    ("PDw", [(60, 50_000), (75, 60_000)], 60),
+    # a large dark CSF peak in FLAIR is not white matter
+    ("FLAIR", [(15, 25_000), (70, 80_000), (85, 40_000)], 70),
+])
+def test_white_matter_peak_when_grey_matter_rivals_it(contrast, mixture, wm):
+    values = _mixture(mixture, spread=0.03)
+    _, density, peaks = kde_peaks(values)
+    assert len(peaks) >= 2, "the mixture must show separate peaks"
+    assert white_matter_peak(values, contrast) == pytest.approx(wm, rel=0.05)
+
+
 def test_kde_follows_the_method_settings():
     values = _mixture([(50, 50_000), (100, 50_000)])
     grid, density, peaks = kde_peaks(values)

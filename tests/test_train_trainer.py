@@ -191,3 +191,12 @@ def test_the_model_card_records_the_single_contrast_share(tmp_path, caches):
         config(tmp_path, mode="independent", single_contrast_p=0.5)
     with pytest.raises(UsageError, match=r"\[0, 1\]"):
         config(tmp_path, single_contrast_p=-0.2)
+
+
+
+def test_metrics_log_the_peak_resident_memory_of_each_epoch(tmp_path, caches):
+    cfg = config(tmp_path, epochs=2, steps_per_epoch=1)
+    trainer(cfg, caches).fit()
+    with open(cfg.training_dir / "metrics.csv") as handle:
+        peaks = [float(r["peak_rss_gb"]) for r in csv.DictReader(handle)]
+    assert len(peaks) == 2 and 0.05 < peaks[0] <= peaks[1] < 64

@@ -6,8 +6,14 @@ peaks.  T1w and ce-T1w take the highest-intensity peak (white matter is the brig
 tissue), T2w, PDw and FLAIR the tallest one.  Intensities are divided by the peak, then
 mapped by ``x / 2 − 1``: background −1, white-matter peak −0.5.
 
-Our addition: local maxima lower than ``MIN_PEAK_FRACTION`` of the tallest are noise
-wiggles of the estimate and are not candidates.
+Our additions: local maxima lower than ``MIN_PEAK_FRACTION`` of the tallest are noise
+wiggles of the estimate and are not candidates.  In T2w, PDw and FLAIR white matter is the
+darkest parenchymal tissue, but grey matter (with its partial volume) can form a peak about as
+tall as white matter's, so "the tallest" flips between the two from one scan to the next (by
+the GM/WM ratio, 15–35 %).  These contrasts therefore take the darkest peak at least
+``RIVAL_PEAK_FRACTION`` as tall as the tallest, ignoring peaks darker than ``DARK_PEAK_RATIO``
+of the tallest one's intensity (CSF in FLAIR, partial volume at the brain's edge).  Where white
+matter's peak is the tallest — the usual case — this is the same peak.
 """
 from __future__ import annotations
 
@@ -27,6 +33,10 @@ BANDWIDTH_DIVISOR = 80.0
 UPPER_PERCENTILE = 99.0
 #: Peaks lower than this fraction of the tallest are ignored.
 MIN_PEAK_FRACTION = 0.05
+#: T2w, PDw, FLAIR: peaks this tall relative to the tallest compete to be white matter's.
+RIVAL_PEAK_FRACTION = 0.5
+#: ... unless darker than this fraction of the tallest peak's intensity (CSF, edges).
+DARK_PEAK_RATIO = 0.6
 #: The density is estimated on at most this many voxels (a fixed, seeded subsample).
 MAX_SAMPLES = 200_000
 BACKGROUND = -1.0
@@ -65,7 +75,10 @@ def white_matter_peak(values: np.ndarray, contrast: str) -> float:
     peaks = peaks[density[peaks] >= MIN_PEAK_FRACTION * density[peaks].max()]
     if contrast in T1_LIKE:
         return float(grid[peaks.max()])
-    return float(grid[peaks[np.argmax(density[peaks])]])
+    tallest = peaks[np.argmax(density[peaks])]
+    rivals = peaks[(density[peaks] >= RIVAL_PEAK_FRACTION * density[tallest])
+                   & (grid[peaks] >= DARK_PEAK_RATIO * grid[tallest])]
+    return float(grid[rivals.min()])
 
 
 def normalize_wm_peak(img: nib.spatialimages.SpatialImage, mask: nib.spatialimages.SpatialImage,

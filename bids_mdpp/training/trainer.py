@@ -19,6 +19,9 @@ optimiser, scheduler, epoch, RNG states, metrics; written atomically), ``trainin
 when the mean DSC improved, and ``training/metrics.csv``.  Training stops early after
 ``patience`` epochs without improvement.  At the end the best (or, without validation, the
 last) weights become the model directory with its model card.
+
+Each epoch's row of ``metrics.csv`` also holds the process's peak resident memory so far
+(``peak_rss_gb``), so that a run's memory can be followed from its log.
 """
 from __future__ import annotations
 
@@ -55,6 +58,15 @@ from bids_mdpp.training.slabs import AugmentationSettings, SlabDataset, SubjectC
 LOGGER = logging.getLogger("bids_mdpp.training")
 
 CHECKPOINT_FORMAT = "bids_mdpp-checkpoint-1"
+
+
+def peak_rss_gb() -> float:
+    """The process's peak resident memory so far, GB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 3)
 
 
 def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:
@@ -223,6 +235,7 @@ class Trainer:
         for epoch in range(self.start_epoch, self.config.epochs):
             row = self.train_epoch(epoch)
             row.update(self.validate())
+            row["peak_rss_gb"] = peak_rss_gb()
             self.history.append(row)
             improved = "val_mean_dsc" in row and row["val_mean_dsc"] > self.best_score
             if improved:

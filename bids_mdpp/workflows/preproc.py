@@ -250,7 +250,9 @@ def init_normalize_wf(*, contrasts: Sequence[str], name: str = "normalize_wf"):
         "white-matter peak was found as a local maximum of a Gaussian kernel density "
         "estimate (SciPy; bandwidth 1/80 of the 99th percentile, 80 points) of the brain's "
         "intensities up to their 99th percentile (the highest-intensity peak for T1-weighted "
-        "images, the tallest peak otherwise), intensities were divided by it and mapped by "
+        "images; otherwise the darkest peak at least half as tall as the tallest, ignoring "
+        "peaks below 60 % of the tallest one's intensity), intensities were divided by it and "
+        "mapped by "
         "x/2 − 1, so that the background is −1 and white matter −0.5.")
     sources = [f"source_{c}" for c in contrasts]
     inputnode = pe.Node(IdentityInterface(fields=[*contrasts, "brain_mask", *sources]),

@@ -243,6 +243,7 @@ def init_normalize_wf(*, contrasts: Sequence[str], name: str = "normalize_wf"):
     from nipype.pipeline import engine as pe
 
     from bids_mdpp.interfaces.normalize import NormalizeIntensity
+    from bids_mdpp.preproc.normalize import DARK_PEAK_RATIO, RIVAL_PEAK_FRACTION
 
     wf = pe.Workflow(name=name)
     wf.__desc__ = (
@@ -250,10 +251,10 @@ def init_normalize_wf(*, contrasts: Sequence[str], name: str = "normalize_wf"):
         "white-matter peak was found as a local maximum of a Gaussian kernel density "
         "estimate (SciPy; bandwidth 1/80 of the 99th percentile, 80 points) of the brain's "
         "intensities up to their 99th percentile (the highest-intensity peak for T1-weighted "
-        "images; otherwise the darkest peak at least half as tall as the tallest, ignoring "
-        "peaks below 60 % of the tallest one's intensity), intensities were divided by it and "
-        "mapped by "
-        "x/2 − 1, so that the background is −1 and white matter −0.5.")
+        f"images; otherwise the darkest peak at least {RIVAL_PEAK_FRACTION:.0%} as tall as the "
+        f"tallest, ignoring peaks below {DARK_PEAK_RATIO:.0%} of the tallest one's intensity), "
+        "intensities were divided by it and mapped by x/2 − 1, so that the background is −1 "
+        "and white matter −0.5.")
     sources = [f"source_{c}" for c in contrasts]
     inputnode = pe.Node(IdentityInterface(fields=[*contrasts, "brain_mask", *sources]),
                         name="inputnode")

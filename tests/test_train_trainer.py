@@ -193,7 +193,6 @@ def test_the_model_card_records_the_single_contrast_share(tmp_path, caches):
         config(tmp_path, single_contrast_p=-0.2)
 
 
-
 def test_metrics_log_the_peak_resident_memory_of_each_epoch(tmp_path, caches):
     cfg = config(tmp_path, epochs=2, steps_per_epoch=1)
     trainer(cfg, caches).fit()

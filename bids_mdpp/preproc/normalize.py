@@ -3,8 +3,9 @@
 Over the brain's non-zero voxels up to their 99th percentile, a Gaussian kernel density
 estimate (bandwidth = p99 / 80) is evaluated on 80 points; its local maxima are the tissue
 peaks.  T1w and ce-T1w take the highest-intensity peak (white matter is the brightest
-tissue), T2w, PDw and FLAIR the tallest one.  Intensities are divided by the peak, then
-mapped by ``x / 2 − 1``: background −1, white-matter peak −0.5.
+tissue); the authors take the tallest one for T2w, PDw and FLAIR (ours: see below).
+Intensities are divided by the peak, then mapped by ``x / 2 − 1``: background −1,
+white-matter peak −0.5.
 
 Our additions: local maxima lower than ``MIN_PEAK_FRACTION`` of the tallest are noise
 wiggles of the estimate and are not candidates.  In T2w, PDw and FLAIR white matter is the

@@ -199,3 +199,22 @@ def test_metrics_log_the_peak_resident_memory_of_each_epoch(tmp_path, caches):
     with open(cfg.training_dir / "metrics.csv") as handle:
         peaks = [float(r["peak_rss_gb"]) for r in csv.DictReader(handle)]
     assert len(peaks) == 2 and 0.05 < peaks[0] <= peaks[1] < 64
+
+
+def test_free_memory_goes_back_to_the_kernel_every_few_steps_and_after_validation(
+        tmp_path, caches, monkeypatch):
+    from bids_mdpp.training import trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "RELEASE_EVERY_STEPS", 2)
+    monkeypatch.setattr(trainer_module, "release_free_memory", lambda: calls.append("release"))
+    cfg = config(tmp_path, epochs=2, steps_per_epoch=5)
+    run = trainer(cfg, caches)
+    steps_seen = []
+    original_step = run.train_step
+    monkeypatch.setattr(run, "train_step",
+                        lambda batch: (steps_seen.append(len(calls)), original_step(batch))[1])
+    run.fit()
+    # steps 2 and 4 of each epoch, then once after each epoch's validation
+    assert len(calls) == 2 * (2 + 1)
+    assert steps_seen == [0, 0, 1, 1, 2, 3, 3, 4, 4, 5]

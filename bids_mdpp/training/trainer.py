@@ -21,7 +21,10 @@ when the mean DSC improved, and ``training/metrics.csv``.  Training stops early 
 last) weights become the model directory with its model card.
 
 Each epoch's row of ``metrics.csv`` also holds the process's peak resident memory so far
-(``peak_rss_gb``), so that a run's memory can be followed from its log.
+(``peak_rss_gb``), so that a run's memory can be followed from its log.  The allocator's free
+pages go back to the kernel every ``RELEASE_EVERY_STEPS`` steps and after every validation
+(:func:`bids_mdpp.allocator.release_free_memory`); without that, a run on a few dozen sessions
+grows until the memory is full.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bids_mdpp.allocator import release_free_memory
 from bids_mdpp.contrasts import subset_name
 from bids_mdpp.errors import BidsMdppError, UsageError
 from bids_mdpp.nn import MODES
@@ -58,6 +62,9 @@ from bids_mdpp.training.slabs import AugmentationSettings, SlabDataset, SubjectC
 LOGGER = logging.getLogger("bids_mdpp.training")
 
 CHECKPOINT_FORMAT = "bids_mdpp-checkpoint-1"
+#: Training steps between two releases of the allocator's free pages (each costs about one
+#: second; without them resident memory grew by 30–60 MB per step on 25 sessions).
+RELEASE_EVERY_STEPS = 20
 
 
 def peak_rss_gb() -> float:
@@ -235,6 +242,7 @@ class Trainer:
         for epoch in range(self.start_epoch, self.config.epochs):
             row = self.train_epoch(epoch)
             row.update(self.validate())
+            release_free_memory()
             row["peak_rss_gb"] = peak_rss_gb()
             self.history.append(row)
             improved = "val_mean_dsc" in row and row["val_mean_dsc"] > self.best_score
@@ -265,8 +273,10 @@ class Trainer:
         total, count, start = 0.0, 0, time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="batch",
                    disable=not self.ctx.is_main, leave=False, mininterval=1.0)
-        for batch in bar:
+        for step, batch in enumerate(bar, start=1):
             value = self.train_step(batch)
+            if step % RELEASE_EVERY_STEPS == 0:
+                release_free_memory()
             if not math.isfinite(value):
                 raise BidsMdppError(
                     f"training diverged at epoch {epoch + 1}: the loss is {value}; try a lower "

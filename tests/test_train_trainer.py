@@ -210,10 +210,14 @@ def test_free_memory_goes_back_to_the_kernel_every_few_steps_and_after_validatio
     monkeypatch.setattr(trainer_module, "release_free_memory", lambda: calls.append("release"))
     cfg = config(tmp_path, epochs=2, steps_per_epoch=5)
     run = trainer(cfg, caches)
-    steps_seen = []
+    steps_seen = []  # releases so far, at the start of each step
     original_step = run.train_step
-    monkeypatch.setattr(run, "train_step",
-                        lambda batch: (steps_seen.append(len(calls)), original_step(batch))[1])
+
+    def counting_step(batch):
+        steps_seen.append(len(calls))
+        return original_step(batch)
+
+    monkeypatch.setattr(run, "train_step", counting_step)
     run.fit()
     # steps 2 and 4 of each epoch, then once after each epoch's validation
     assert len(calls) == 2 * (2 + 1)

@@ -2,7 +2,7 @@
 
 Layout of ``OUTPUT_DIR`` (see ``docs/outputs.md``)::
 
-    dataset_description.json, .bidsignore
+    dataset_description.json, .bidsignore, README.md
     sub-X/[ses-Y/]anat/<key>_label-lesion_mask.nii.gz (+ .json)      uint8 0/1
     sub-X/[ses-Y/]anat/<key>_label-lesion_probseg.nii.gz (+ .json)   float32 0–1
     sub-X/[ses-Y/]anat/<key>_label-lesion_stats.tsv (+ .json)        one row per lesion
@@ -280,16 +280,62 @@ def _write_if_changed(text: str, dest: Path) -> Path:
     return write_text(text, dest)
 
 
+#: Names BIDS accepts for a dataset's README; one written by the user is never replaced.
+README_NAMES = ("README", "README.md", "README.rst", "README.txt")
+
+
+def readme_text(description: Mapping) -> str:
+    """``README.md`` of the output dataset: what it holds and where to read more (Markdown)."""
+    generated = description["GeneratedBy"][0]
+    return f"""# {description["Name"]}
+
+Multiple-sclerosis lesion segmentation written by {generated["Name"]} {generated["Version"]}
+(ModDrop++: one network for any subset of T1w, T2w, FLAIR, PDw and contrast-enhanced T1w) from
+the raw BIDS dataset linked in `dataset_description.json`.
+
+- `sub-<label>/[ses-<label>/]anat/*_label-lesion_mask.nii.gz`: binary lesion mask (uint8) on the
+  native grid of the session's reference contrast (FLAIR when present);
+- `*_label-lesion_probseg.nii.gz`: lesion probability (float32, 0–1) on the same grid;
+- `*_label-lesion_stats.tsv`: one row per lesion (voxels, volume in mm³, centroid in mm;
+  columns described in the `.json`);
+- `*_from-<contrast>_to-<reference>_mode-image_xfm.txt`: rigid registration of each contrast (ITK);
+- `*_space-<template>_*`: the same maps on a template grid, when requested;
+- `sub-<label>.html`: the participant's visual report; `logs/`: run logs and `CITATION.md`, a
+  methods paragraph with the references to cite.
+
+Each image's JSON sidecar names its source images, the model (with its sha256), the contrasts
+used and the threshold that made the mask.
+"""
+
+
+def _ours_or_absent(output_dir: Path) -> bool:
+    """True when no README exists in ``output_dir`` or its README.md was written by us."""
+    present = [output_dir / name for name in README_NAMES if (output_dir / name).exists()]
+    if not present:
+        return True
+    if present != [output_dir / "README.md"]:
+        return False
+    try:
+        first = present[0].read_text(encoding="utf-8").partition("\n")[0]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.startswith("# bids_mdpp lesion segmentation")
+
+
 def write_dataset_description(output_dir: os.PathLike | str, *, bids_dir: os.PathLike | str) -> Path:
-    """Write ``dataset_description.json`` and ``.bidsignore``; safe to call from parallel jobs.
+    """Write ``dataset_description.json``, ``.bidsignore`` and ``README.md``; safe to call from
+    parallel jobs.
 
     Idempotent: the content depends only on ``bids_dir``, the version and the container, the
     write is atomic, and an identical file is left untouched.  ``.bidsignore`` keeps any line
-    already there and adds :data:`BIDSIGNORE`.
+    already there and adds :data:`BIDSIGNORE`; a README the user wrote is kept as it is.
     """
     output_dir = Path(output_dir)
-    text = json.dumps(dataset_description(bids_dir), indent=2) + "\n"
-    dest = _write_if_changed(text, output_dir / "dataset_description.json")
+    description = dataset_description(bids_dir)
+    dest = _write_if_changed(json.dumps(description, indent=2) + "\n",
+                             output_dir / "dataset_description.json")
+    if _ours_or_absent(output_dir):
+        _write_if_changed(readme_text(description), output_dir / "README.md")
     ignore = output_dir / ".bidsignore"
     try:
         lines = [line for line in ignore.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -143,6 +143,35 @@ def test_dataset_description_is_idempotent_and_keeps_bidsignore_lines(tmp_path):
     assert len(lines) == len(set(lines))
 
 
+def test_readme_says_what_the_dataset_holds_and_which_version_wrote_it(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "dataset_description.json").write_text(json.dumps({"Name": "Study", "BIDSVersion": "1.9.0"}))
+    out = tmp_path / "out"
+    write_dataset_description(out, bids_dir=raw)
+    text = (out / "README.md").read_text()
+    assert text.startswith("# bids_mdpp lesion segmentation of Study\n")
+    assert f"bids_mdpp {__version__}" in text
+    for pattern in ("_label-lesion_mask.nii.gz", "_label-lesion_probseg.nii.gz", "_label-lesion_stats.tsv",
+                    "_mode-image_xfm.txt", "CITATION.md"):
+        assert pattern in text
+
+
+def test_readme_of_an_older_run_is_replaced_and_one_of_the_user_kept(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("# bids_mdpp lesion segmentation of Study\n\nwritten by bids_mdpp 0.0.1\n")
+    write_dataset_description(out, bids_dir=tmp_path)
+    assert __version__ in (out / "README.md").read_text()
+    (out / "README.md").write_text("# Our lesion study\n")
+    write_dataset_description(out, bids_dir=tmp_path)
+    assert (out / "README.md").read_text() == "# Our lesion study\n"
+    (out / "README.md").unlink()
+    (out / "README.rst").write_text("Our lesion study\n")
+    write_dataset_description(out, bids_dir=tmp_path)
+    assert not (out / "README.md").exists()
+
+
 def _write(args):
     out, raw = args
     return write_dataset_description(out, bids_dir=raw).read_text()

@@ -66,6 +66,7 @@ def test_bids_validator_reports_no_error(written):
     issues = json.loads(run.stdout)["issues"]["issues"]
     errors = [issue for issue in issues if issue["severity"] == "error"]
     assert errors == [], errors
+    assert "README_FILE_MISSING" not in {issue["code"] for issue in issues}
     assert run.returncode == 0
 
 

@@ -45,6 +45,8 @@ BIDS_VERSION = "1.10.0"
 
 #: Name of the raw dataset in BIDS URIs (``bids:raw:sub-01/anat/…``) and ``DatasetLinks``.
 RAW_LINK = "raw"
+#: Start of the output dataset's ``Name`` and of the first line of the README it writes.
+DATASET_NAME = "bids_mdpp lesion segmentation"
 
 _KEY = ("sub-{subject}[/ses-{session}]/{datatype<anat>|anat}/sub-{subject}[_ses-{session}]"
         "[_acq-{acquisition}][_rec-{reconstruction}][_run-{run}]")
@@ -261,7 +263,7 @@ def dataset_description(bids_dir: os.PathLike | str) -> dict:
         source["DOI"] = str(raw["DatasetDOI"])
     raw_name = raw.get("Name") if isinstance(raw, dict) else None
     return {
-        "Name": f"bids_mdpp lesion segmentation{f' of {raw_name}' if raw_name else ''}",
+        "Name": f"{DATASET_NAME}{f' of {raw_name}' if raw_name else ''}",
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
         "GeneratedBy": [generated],
@@ -319,7 +321,7 @@ def _ours_or_absent(output_dir: Path) -> bool:
         first = present[0].read_text(encoding="utf-8").partition("\n")[0]
     except (OSError, UnicodeDecodeError):
         return False
-    return first.startswith("# bids_mdpp lesion segmentation")
+    return first.startswith(f"# {DATASET_NAME}")
 
 
 def write_dataset_description(output_dir: os.PathLike | str, *, bids_dir: os.PathLike | str) -> Path:

@@ -310,7 +310,7 @@ used and the threshold that made the mask.
 """
 
 
-def _ours_or_absent(output_dir: Path) -> bool:
+def _readme_is_ours_or_absent(output_dir: Path) -> bool:
     """True when no README exists in ``output_dir`` or its README.md was written by us."""
     present = [output_dir / name for name in README_NAMES if (output_dir / name).exists()]
     if not present:
@@ -336,7 +336,7 @@ def write_dataset_description(output_dir: os.PathLike | str, *, bids_dir: os.Pat
     description = dataset_description(bids_dir)
     dest = _write_if_changed(json.dumps(description, indent=2) + "\n",
                              output_dir / "dataset_description.json")
-    if _ours_or_absent(output_dir):
+    if _readme_is_ours_or_absent(output_dir):
         _write_if_changed(readme_text(description), output_dir / "README.md")
     ignore = output_dir / ".bidsignore"
     try:

@@ -70,6 +70,14 @@ def strip_label(label: str, prefix: str) -> str:
     return label
 
 
+def natural_key(label: str | None) -> tuple:
+    """Sort key of a label in natural order: ``"2"`` < ``"10"``, None first."""
+    if label is None:
+        return ()
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
+                 for part in re.findall(r"\d+|\D+", label))
+
+
 def load_bids_filters(path: os.PathLike | str | None) -> dict[str, dict]:
     """Read an fMRIPrep-style filter file into {canonical contrast: {entity: value}}.
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bids_mdpp.bids import natural_key
 from bids_mdpp.errors import InputDataError, NoInputError
 from bids_mdpp.imageio import write_json, write_text
 
@@ -155,14 +156,6 @@ class GroupResult:
     not_processed: tuple[str, ...] = ()
     excluded: dict[str, str] = field(default_factory=dict)
     unscored: dict[str, str] = field(default_factory=dict)
-
-
-def natural_key(label: str | None) -> tuple:
-    """Sort key of a label in natural order: ``"2"`` < ``"10"``, None first."""
-    if label is None:
-        return ()
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
-                 for part in re.findall(r"\d+|\D+", label))
 
 
 # --- gathering --------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from bids_mdpp.errors import EXIT_NO_INPUT, NoInputError
-from bids_mdpp.group import natural_key, qc_columns, run_group
+from bids_mdpp.bids import natural_key
+from bids_mdpp.group import qc_columns, run_group
 from bids_mdpp.lesions import label_lesions
 
 SHAPE = (24, 24, 24)

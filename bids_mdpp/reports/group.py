@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bids_mdpp import __version__  # noqa: E402
+from bids_mdpp.bids import natural_key  # noqa: E402
 from bids_mdpp.imageio import write_text  # noqa: E402
 
 REPORT_NAME = "group_lesions.html"
@@ -141,7 +142,6 @@ def code_figure(lesions) -> str:
 
 def longitudinal_series(lesions) -> dict[str, list[tuple[str, float, int]]]:
     """Participants with ≥ 2 sessions → [(session_id, volume mm³, count)] in natural order."""
-    from bids_mdpp.group import natural_key
 
     series: dict[str, list[tuple[str, float, int]]] = {}
     with_sessions = lesions[~lesions["session_id"].isna()]
@@ -158,7 +158,6 @@ def longitudinal_figure(series: Mapping[str, list[tuple[str, float, int]]]) -> s
     """Lesion volume and count over sessions, one line per participant (None if no series)."""
     from matplotlib import pyplot as plt
 
-    from bids_mdpp.group import natural_key
 
     if not series:
         return None

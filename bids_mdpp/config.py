@@ -59,6 +59,8 @@ class RunConfig:
     model_dir: Path | None = None
     device: str = "auto"
     precision: str = "auto"
+    #: Average each prediction with that of the left-right mirrored images (test-time augmentation).
+    flip_tta: bool = False
     plugin_file: Path | None = None
     verbose: int = 0
     overwrite: bool = False

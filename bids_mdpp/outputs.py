@@ -420,6 +420,7 @@ def write_session_outputs(
     threshold: float = 0.5,
     min_lesion_mm3: float = 0.0,
     qc: Mapping | None = None,
+    inference: Mapping | None = None,
 ) -> SessionOutputs:
     """Write the derivatives of one session and return what was written.
 
@@ -438,6 +439,9 @@ def write_session_outputs(
         Remove lesions smaller than this (mm³); 0 (default) keeps every lesion.
     qc
         Extra QC flags for the mask sidecar (e.g. ``{"RegistrationCost": {"T1w": -0.61}}``).
+    inference
+        How the network ran (:attr:`bids_mdpp.inference.Predictor.settings`: ``Precision``,
+        ``TestTimeAugmentation``), recorded as ``Inference`` in both sidecars.
     """
     output_dir = Path(output_dir)
     paths = derivative_paths(output_dir, inputs, preproc.reference)
@@ -445,6 +449,8 @@ def write_session_outputs(
     table = lesion_table(prob >= threshold, ref.affine, min_size_mm3=min_lesion_mm3,
                          connectivity=DEFAULT_CONNECTIVITY)
     common = provenance(inputs, preproc, model_card, model_sha256)
+    if inference is not None:
+        common["Inference"] = dict(inference)
 
     xfms = {}
     for moving, source in sorted(preproc.xfms.items()):

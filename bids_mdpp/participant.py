@@ -153,6 +153,7 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
     outputs = write_session_outputs(
         config.output_dir, usable, preproc, prob_native, model_card=card.to_dict(),
         model_sha256=loaded.sha256, threshold=threshold, min_lesion_mm3=config.min_lesion_mm3,
+        inference=predictor.settings,
     )
     LOGGER.info("%s: outputs written in %.1f s", usable.key, time.perf_counter() - started)
     LOGGER.info("%s: %d lesion(s), %.0f mm³", usable.key, outputs.summary["LesionCount"],
@@ -221,7 +222,7 @@ def run_participant_level(config: RunConfig) -> int:
     write_dataset_description(config.output_dir, bids_dir=config.bids_dir)
     _threads(config.omp_nthreads)
     predictor = Predictor(loaded, device=config.device, precision=config.precision,
-                          num_threads=config.inference_nthreads)
+                          num_threads=config.inference_nthreads, flip_tta=config.flip_tta)
 
     reports: dict[str, list] = defaultdict(list)
     failures: list[BidsMdppError | Exception] = []

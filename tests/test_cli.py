@@ -67,7 +67,7 @@ def test_every_option_reaches_the_run_config(tmp_path, captured, capsys):
         "--session-label", "ses-1", "2", "--bids-filter-file", filt, "--skip_bids_validation",
         "-w", tmp_path / "work", "--n_cpus", "3", "--omp-nthreads", "2", "--mem", "16G",
         "--model", model, "--device", "cuda:1", "--use-plugin", plugin, "-vv", "--notrack",
-        "--threshold", "0.4", "--min-lesion-size", "3", "--overwrite", "--precision", "fp32",
+        "--threshold", "0.4", "--min-lesion-size", "3", "--overwrite", "--precision", "fp32", "--tta",
     ], capsys)
     assert code == 0
     (config,) = captured
@@ -80,7 +80,7 @@ def test_every_option_reaches_the_run_config(tmp_path, captured, capsys):
     assert config.mem_gb == 16.0 and config.model_dir == model and config.device == "cuda:1"
     assert config.plugin_file == plugin and config.verbose == 2
     assert config.threshold == 0.4 and not config.threshold_from_model
-    assert config.min_lesion_mm3 == 3.0 and config.precision == "fp32"
+    assert config.min_lesion_mm3 == 3.0 and config.precision == "fp32" and config.flip_tta
 
 
 def test_defaults(tmp_path, captured, capsys):
@@ -92,7 +92,7 @@ def test_defaults(tmp_path, captured, capsys):
     assert config.nprocs >= 1 and config.inference_nthreads == config.nprocs
     assert config.omp_nthreads == max(1, min(config.nprocs - 1, 8))
     assert config.effective_work_dir == tmp_path / "out" / "work"
-    assert config.threshold_from_model and not config.skip_validation
+    assert config.threshold_from_model and not config.skip_validation and not config.flip_tta
 
 
 @pytest.mark.parametrize("args,message", [

@@ -237,3 +237,26 @@ def test_a_window_starts_on_the_pooling_grid_and_ends_at_the_margin(loaded):
     assert rows == slice(4, 19)  # 9 − 2 rounded down to the grid; 16 + 1 + 2
     assert cols == slice(4, 23)
     assert rows.start % grid == 0 and cols.start % grid == 0
+
+
+def test_flip_tta_averages_with_the_mirrored_prediction(loaded, session):
+    volumes, brain = session
+    plain = Predictor(loaded, precision="fp32")
+    tta = Predictor(loaded, precision="fp32", flip_tta=True)
+    mirrored = plain.predict({k: v[::-1].copy() for k, v in volumes.items()}, brain[::-1].copy())
+    expected = (plain.predict(volumes, brain) + mirrored[::-1]) / 2
+    assert np.allclose(tta.predict(volumes, brain), expected, atol=1e-6)
+    assert tta.settings == {"Precision": "fp32", "TestTimeAugmentation": ["left-right flip"]}
+    assert plain.settings["TestTimeAugmentation"] == []
+
+
+def test_flip_tta_makes_the_map_mirror_equivariant(loaded, session):
+    volumes, brain = session
+    flipped = {k: v[::-1].copy() for k, v in volumes.items()}
+    plain = Predictor(loaded, precision="fp32")
+    # random weights are not symmetric: without TTA, mirroring the input does not mirror the map
+    assert not np.allclose(plain.predict(flipped, brain[::-1].copy())[::-1],
+                           plain.predict(volumes, brain), atol=1e-4)
+    tta = Predictor(loaded, precision="fp32", flip_tta=True)
+    assert np.allclose(tta.predict(flipped, brain[::-1].copy())[::-1], tta.predict(volumes, brain),
+                       atol=1e-6)

@@ -57,6 +57,13 @@ def test_mask_sidecar_holds_the_contract_keys(fake, tmp_path):
     assert result.summary == sidecar
 
 
+def test_how_the_network_ran_is_in_both_sidecars(fake, tmp_path):
+    settings = {"Precision": "bf16", "TestTimeAugmentation": ["left-right flip"]}
+    result = write(fake, tmp_path / "out", inference=settings)
+    for key in ("mask_json", "probseg_json"):
+        assert json.loads(result.paths[key].read_text())["Inference"] == settings
+
+
 def test_probseg_sidecar_has_provenance_but_no_counts(fake, tmp_path):
     result = write(fake, tmp_path / "out")
     sidecar = json.loads(result.paths["probseg_json"].read_text())

@@ -64,6 +64,14 @@ def test_each_training_mode_is_described(mode, phrase):
     assert phrase in methods_text(PREPROC, summary)
 
 
+def test_test_time_augmentation_is_described_when_used():
+    assert "mirror" not in methods_text(PREPROC, SUMMARY)
+    plain = {**SUMMARY, "Inference": {"Precision": "fp32", "TestTimeAugmentation": []}}
+    assert "mirror" not in methods_text(PREPROC, plain)
+    tta = {**SUMMARY, "Inference": {"Precision": "fp32", "TestTimeAugmentation": ["left-right flip"]}}
+    assert "left-right mirror (test-time augmentation)" in methods_text(PREPROC, tta)
+
+
 def test_citation_file_is_written_under_logs(tmp_path):
     path = write_citation(tmp_path, methods_text(PREPROC, SUMMARY))
     assert path == tmp_path / "logs" / "CITATION.md"

@@ -16,6 +16,7 @@ from bids_mdpp.config import default_omp_nthreads, parse_memory_gb
 EPILOG = """\b
 Other commands (bids_mdpp COMMAND --help):
   train           train a model on your own labelled BIDS data
+  adapt           adapt a model to your own unlabelled scans (no labels needed)
   synth           write a synthetic multi-contrast MS dataset for training
   calibrate       choose a model's threshold per contrast subset on labelled data
   import-weights  turn the ModDrop++ authors' released weights into a model directory
@@ -67,6 +68,9 @@ def _labels(values: tuple[str, ...]) -> tuple[str, ...]:
               help="Where the network runs: auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
               show_default=True, help="Arithmetic for inference (auto: fastest within 1e-2 of fp32).")
+@click.option("--tta", "flip_tta", is_flag=True,
+              help="Test-time augmentation: also segment the left-right mirrored images and average "
+                   "(twice the inference time; docs/benchmarks.md has what it gains).")
 @click.option("--use-plugin", "--use_plugin", "use_plugin", type=click.Path(path_type=Path),
               help="Nipype plugin configuration file (YAML), e.g. for SLURM.")
 @click.option("--output-spaces", "--output_spaces", "output_spaces", multiple=True,
@@ -84,7 +88,7 @@ def _labels(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("-v", "--verbose", count=True, help="More output (-vv: Nipype's too).")
 def run(bids_dir, output_dir, analysis_level, participant_label, session_label, bids_filter_file,
         skip_bids_validation, work_dir, nprocs, omp_nthreads, mem, model, device, precision,
-        use_plugin, output_spaces, threshold, min_lesion_size, labels, overwrite, notrack,
+        flip_tta, use_plugin, output_spaces, threshold, min_lesion_size, labels, overwrite, notrack,
         verbose) -> int:
     """Segment MS lesions in BIDS_DIR and write BIDS derivatives to OUTPUT_DIR.
 
@@ -137,6 +141,7 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
         model_dir=model.expanduser().absolute() if model else None,
         device=device,
         precision=precision,
+        flip_tta=flip_tta,
         plugin_file=use_plugin,
         verbose=verbose,
         overwrite=overwrite,

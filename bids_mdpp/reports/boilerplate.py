@@ -106,7 +106,7 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
         f"the 2.5D FC-DenseNet (\"Tiramisu\") of {IN_TEXT['zhang2019']} {_cite('jegou2017')}: "
         f"three adjacent slices of each contrast are stacked as input channels, and the "
         f"predictions made slice by slice in the axial, coronal and sagittal orientations are "
-        f"averaged into one lesion probability map. The model \"{model.get('Name')}\" "
+        f"averaged into one lesion probability map{_tta_clause(summary)}. The model \"{model.get('Name')}\" "
         f"(version {model.get('Version')}) was trained with {MODES.get(mode, mode)}, so that it "
         f"accepts any subset of the {_listing([LABELS.get(c, c) for c in summary['ModelContrasts']])} "
         f"contrasts; here "
@@ -128,6 +128,14 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
     keys = [k for k in merged if k != "lesjak2018" or shipped_model]
     references = "\n".join(f"- {merged[k]}" for k in keys)
     return f"{preproc_desc.strip()}\n\n{text}\n\n### References\n\n{references}\n"
+
+
+def _tta_clause(summary: Mapping) -> str:
+    """How test-time augmentation changed the map, as a clause ("" without it)."""
+    if "left-right flip" in summary.get("Inference", {}).get("TestTimeAugmentation", []):
+        return (", itself the average of the predictions on the images and on their left-right "
+                "mirror (test-time augmentation)")
+    return ""
 
 
 def write_citation(output_dir: os.PathLike | str, text: str) -> Path:

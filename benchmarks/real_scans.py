@@ -12,7 +12,13 @@ For every requested subset of contrasts (``--subsets``, written like
    LABELS``;
 3. the group level's per-session scores (``group_scores.tsv``: DSC, PPV, TPR, LFPR, LTPR, VD on
    the native grid of the reference contrast, 18-connected lesions) are read, together with the
-   threshold each session's mask was made with (``Threshold`` of its mask sidecar).
+   threshold each session's mask was made with (``Threshold`` of its mask sidecar);
+4. the views of :mod:`bids_mdpp.reliability` are computed from each session's probability map,
+   mask and reference (:data:`VIEWS`): the expected calibration error over the brain (voxels with
+   a non-zero probability) and over the lesion region, the median probability inside the
+   reference lesions, and the predicted volume (mm³) more than 3 mm from every reference lesion.
+
+``--tta`` runs the participant level with ``--tta`` (left-right flip averaging).
 
 Scores are averaged over the scored sessions (n/a values skipped, as the group summary does).
 The preprocessing cache of each subset lives in ``--work``, so a second run with the same
@@ -25,7 +31,7 @@ Usage::
     python benchmarks/real_scans.py [--model MODEL_DIR] [--data ../shared/data/mslub-cross] \
         [--labels DATA/derivatives/manual] \
         [--subsets "T1w+FLAIR+T2w+ceT1w,T1w+FLAIR,FLAIR,T2w,T1w"] [--work DIR] [--nprocs N] \
-        [--output benchmarks/results/real_scans.json] [--write-card]
+        [--tta] [--output benchmarks/results/real_scans.json] [--write-card]
 """
 from __future__ import annotations
 
@@ -44,12 +50,18 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "mslub-cross"
 RESULTS = HERE / "results" / "real_scans.json"
 DEFAULT_SUBSETS = "T1w+FLAIR+T2w+ceT1w,T1w+FLAIR,FLAIR,T2w,T1w"
 #: Per-session scores of ``group_scores.tsv`` that are reported and averaged.
 SCORES = ("dsc", "ppv", "tpr", "lfpr", "ltpr", "vd")
+#: Calibration and false-positive views of each session (:func:`session_views`), averaged like
+#: :data:`SCORES`.
+VIEWS = ("ece_brain", "ece_lesion_region", "median_probability_in_lesions",
+         "false_positive_away_mm3")
 #: Further ``group_scores.tsv`` columns kept in each session's record.
 VOLUMES = ("predicted_volume_mm3", "reference_volume_mm3", "predicted_lesions",
            "reference_lesions")
@@ -216,12 +228,14 @@ def run_command(command: Sequence[str], log: Path) -> float:
 
 
 def participant_command(bids_dir: Path, out_dir: Path, work_dir: Path, model_dir: Path,
-                        nprocs: int | None) -> list[str]:
+                        nprocs: int | None, tta: bool = False) -> list[str]:
     """``bids_mdpp BIDS OUT participant`` with the model card's thresholds (no ``--threshold``)."""
     command = [*bids_mdpp_command(), str(bids_dir), str(out_dir), "participant",
                "--model", str(model_dir), "-w", str(work_dir), "--notrack"]
     if nprocs:
         command += ["--nprocs", str(nprocs)]
+    if tta:
+        command.append("--tta")
     return command
 
 
@@ -265,9 +279,50 @@ def mask_thresholds(out_dir: Path) -> dict[tuple[str, str | None], float | None]
     return thresholds
 
 
-def read_group_scores(out_dir: Path) -> list[dict]:
-    """One record per scored session: ids, contrasts used, threshold, :data:`SCORES`, volumes."""
+def _finite(value: float) -> float | None:
+    return round(float(value), 4) if math.isfinite(value) else None
+
+
+def session_views(out_dir: Path, labels_dir: Path) -> dict[tuple[str, str | None], dict]:
+    """(participant_id, session_id) → :data:`VIEWS` and the lesion-region reliability curve,
+    from the session's probability map and mask and its reference on the mask's grid."""
+    from bids_mdpp import reliability
+    from bids_mdpp.bids import find_reference_mask
+    from bids_mdpp.group import mask_on_grid
+    from bids_mdpp.imageio import load_image
+
+    views = {}
+    for row in _read_tsv(out_dir / "group_lesions.tsv"):
+        participant, session = row["participant_id"], _session_id(row.get("session_id"))
+        reference = find_reference_mask(labels_dir, participant.removeprefix("sub-"),
+                                        session.removeprefix("ses-") if session else None)
+        if reference is None:
+            continue
+        mask_path = out_dir / row["mask_file"]
+        mask_img = load_image(mask_path, check_data=False)
+        probseg = mask_path.with_name(mask_path.name.replace("_mask.nii", "_probseg.nii"))
+        probability = np.asarray(load_image(probseg, check_data=False).dataobj, dtype=np.float64)
+        truth, _ = mask_on_grid(reference, mask_img)
+        region = reliability.lesion_region(probability, truth)
+        curve = reliability.reliability_curve(probability, truth, region)
+        views[(participant, session)] = {
+            "ece_brain": _finite(reliability.expected_calibration_error(
+                reliability.reliability_curve(probability, truth, probability > 0))),
+            "ece_lesion_region": _finite(reliability.expected_calibration_error(curve)),
+            "median_probability_in_lesions": _finite(
+                reliability.median_probability_inside(probability, truth)),
+            "false_positive_away_mm3": round(reliability.false_positive_volume_mm3(
+                np.asarray(mask_img.dataobj) > 0, truth, mask_img.header.get_zooms()[:3]), 1),
+            "reliability_lesion_region": curve.to_dict(),
+        }
+    return views
+
+
+def read_group_scores(out_dir: Path, labels_dir: Path | None = None) -> list[dict]:
+    """One record per scored session: ids, contrasts used, threshold, :data:`SCORES`, volumes,
+    and with ``labels_dir`` the :data:`VIEWS` of :func:`session_views`."""
     thresholds = mask_thresholds(out_dir)
+    views = session_views(out_dir, labels_dir) if labels_dir is not None else {}
     records = []
     for row in _read_tsv(out_dir / "group_scores.tsv"):
         participant, session = row["participant_id"], _session_id(row.get("session_id"))
@@ -275,14 +330,16 @@ def read_group_scores(out_dir: Path) -> list[dict]:
                   "contrasts_used": [c for c in row.get("contrasts_used", "").split(",") if c],
                   "threshold": thresholds.get((participant, session))}
         record.update({name: _number(row.get(name)) for name in (*SCORES, *VOLUMES)})
+        record.update(views.get((participant, session), {}))
         records.append(record)
     return records
 
 
 def mean_scores(sessions: Sequence[Mapping]) -> dict[str, float | None]:
-    """Mean of each of :data:`SCORES` over ``sessions``, skipping None; None when all are."""
+    """Mean of each of :data:`SCORES` and :data:`VIEWS` over ``sessions``, skipping None; None
+    when all are."""
     means: dict[str, float | None] = {}
-    for name in SCORES:
+    for name in (*SCORES, *VIEWS):
         values = [s[name] for s in sessions if s.get(name) is not None]
         means[name] = sum(values) / len(values) if values else None
     return means
@@ -311,9 +368,9 @@ def run_subset(subset: tuple[str, ...], sessions: Mapping[str, Mapping[str, Sequ
     if out_dir.exists():
         shutil.rmtree(out_dir)
     seconds = run_command(participant_command(bids_dir, out_dir, folder / "work", args.model,
-                                              args.nprocs), folder / "participant.log")
+                                              args.nprocs, args.tta), folder / "participant.log")
     seconds += run_command(group_command(bids_dir, out_dir, args.labels), folder / "group.log")
-    scored = read_group_scores(out_dir)
+    scored = read_group_scores(out_dir, args.labels)
     for record in scored:
         if set(record["contrasts_used"]) != set(subset):
             print(f"warning: {name}: {record['participant_id']} {record['session_id'] or ''} used "
@@ -394,7 +451,8 @@ def card_section(result: Mapping, previous: Mapping | None, data_dir: Path,
             + (f", mean over {n} sessions" if n > 1 else "") + " (benchmarks/real_scans.py)"),
         "dsc": {name: _rounded(entry["dsc"]) for name, entry in subsets.items()},
         "thresholds": {name: entry["threshold"] for name, entry in subsets.items()},
-        "scores": {name: {score: _rounded(entry[score]) for score in SCORES}
+        "scores": {name: {score: _rounded(entry.get(score)) for score in (*SCORES, *VIEWS)
+                          if score in SCORES or entry.get(score) is not None}
                    for name, entry in subsets.items()},
         PAPER_KEY: dict(result[PAPER_KEY]),
     }
@@ -439,6 +497,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="subset datasets, outputs and preprocessing caches; keep it to "
                              "reuse the caches (default: a temporary folder, removed)")
     parser.add_argument("--nprocs", type=int, help="passed to the participant level")
+    parser.add_argument("--tta", action="store_true",
+                        help="run the participant level with --tta (left-right flip averaging)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--write-card", action="store_true",
                         help="replace metrics.real_scans in MODEL/model_card.json")
@@ -477,6 +537,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         "model_sha256": sha256_of(weights) if weights.is_file() else None,
         "data": str(args.data),
         "labels": str(args.labels),
+        "tta": bool(args.tta),
         "subsets": results,
         PAPER_KEY: paper_moddrop_pp_dsc(list(results), previous),
         "bids_mdpp": __version__,

@@ -290,7 +290,7 @@ def _write_table(frame, dictionary: dict[str, dict], tsv: Path) -> Path:
 
 # --- scoring ----------------------------------------------------------------------------------
 
-def _mask_on_grid(reference: Path, target) -> tuple[np.ndarray, bool]:
+def mask_on_grid(reference: Path, target) -> tuple[np.ndarray, bool]:
     """Reference mask (bool) on the grid of the image ``target``; True when it was resampled."""
     from nibabel.processing import resample_from_to
 
@@ -339,7 +339,7 @@ def score_sessions(records: Sequence[SessionRecord], labels_dir: Path):
             continue
         try:
             prediction = load_image(record.mask, check_data=False)
-            truth, resampled = _mask_on_grid(reference, prediction)
+            truth, resampled = mask_on_grid(reference, prediction)
         except InputDataError as exc:
             unscored[record.key] = str(exc)
             LOGGER.warning("%s: not scored: %s", record.key, exc)

@@ -137,6 +137,9 @@ def test_participant_command_uses_the_card_thresholds(real_scans, tmp_path):
                             "--model", str(tmp_path / "model"), "-w", str(tmp_path / "w"),
                             "--notrack"]
     assert "--threshold" not in command
+    assert "--tta" not in command
+    assert real_scans.participant_command(tmp_path / "bids", tmp_path / "out", tmp_path / "w",
+                                          tmp_path / "model", 2, tta=True)[-3:] == ["--nprocs", "2", "--tta"]
 
 
 def group_outputs(tmp_path: Path, threshold: float = 0.35) -> Path:
@@ -171,6 +174,23 @@ def test_group_scores_are_read_per_session(real_scans, tmp_path):
     assert means["ppv"] == 0.5 and means["lfpr"] == 0.0
     assert real_scans.subset_threshold(sessions) == 0.35
     assert real_scans.mean_scores([{"ppv": None}])["ppv"] is None
+
+
+def test_calibration_and_false_positive_views_per_session(real_scans, tmp_path):
+    out = group_outputs(tmp_path)
+    first, second = real_scans.read_group_scores(out, tmp_path / "labels")
+    # sub-01: 64 voxels at 0.9, half of them reference lesion; z = 4, 5 lie 2 and 4 mm (2 mm
+    # slices) from the reference, so the 16 voxels at z = 5 are false positives away from it
+    assert first["ece_brain"] == pytest.approx(0.4) and first["ece_lesion_region"] == pytest.approx(0.4)
+    assert first["median_probability_in_lesions"] == pytest.approx(0.9)
+    assert first["false_positive_away_mm3"] == pytest.approx(16 * 2.0)
+    assert sorted(first["reliability_lesion_region"]["counts"])[-2:] == [0, 64]
+    # sub-02: nothing predicted: no brain voxel to calibrate, the lesion region is all miss
+    assert second["ece_brain"] is None and second["ece_lesion_region"] == pytest.approx(1.0)
+    assert second["median_probability_in_lesions"] == 0.0 and second["false_positive_away_mm3"] == 0.0
+    means = real_scans.mean_scores([first, second])
+    assert means["ece_brain"] == pytest.approx(0.4) and means["ece_lesion_region"] == pytest.approx(0.7)
+    assert "ece_brain" not in real_scans.read_group_scores(out)[0], "views need the labels"
 
 
 def benchmark_result(model_dir: Path) -> dict:

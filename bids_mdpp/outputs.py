@@ -372,9 +372,25 @@ def provenance(inputs: SessionInputs, preproc: PreprocResult, model_card: Mappin
         "ContrastsMissing": [c for c in model_contrasts if c not in used],
         "ContrastsIgnored": [c for c in inputs.contrasts if c not in used],
         "ReferenceContrast": preproc.reference,
-        "Model": {"Name": card.get("name"), "Version": card.get("version"),
-                  "Mode": card.get("mode"), "SHA256": model_sha256},
+        "Model": model_provenance(card, model_sha256),
     }
+
+
+def model_provenance(card: Mapping, model_sha256: str) -> dict:
+    """The ``Model`` entry of a sidecar: name, version, mode, sha256 and, for a model made by
+    ``bids_mdpp adapt``, ``AdaptedFrom`` (the base model) and ``AdaptedOn`` (dataset, sessions)."""
+    model = {"Name": card.get("name"), "Version": card.get("version"), "Mode": card.get("mode"),
+             "SHA256": model_sha256}
+    adaptation = (card.get("training") or {}).get("adaptation")
+    if isinstance(adaptation, dict):
+        base = adaptation.get("base_model") or {}
+        model["AdaptedFrom"] = {"Name": base.get("name"), "Version": base.get("version"),
+                                "SHA256": base.get("sha256")}
+        model["AdaptedOn"] = {
+            "Dataset": adaptation.get("dataset"),
+            "Sessions": [s.get("session") for s in adaptation.get("sessions") or []],
+            "LabelsUsed": bool(adaptation.get("labels_used", False))}
+    return model
 
 
 def _probability(prob_native: nib.Nifti1Image, reference: Path) -> tuple[np.ndarray, nib.Nifti1Image]:

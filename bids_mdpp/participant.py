@@ -219,6 +219,11 @@ def run_participant_level(config: RunConfig) -> int:
     loaded = load_model(config.model_dir or default_model_dir(), device="cpu")
     LOGGER.info("Model %s %s (%s; contrasts %s)", loaded.card.name, loaded.card.version,
                 loaded.card.mode, ", ".join(loaded.card.contrasts))
+    adaptation = loaded.card.training.get("adaptation")
+    if isinstance(adaptation, dict):
+        LOGGER.info("The model was adapted with bids_mdpp adapt from %s on %d unlabelled "
+                    "session(s) of %s", (adaptation.get("base_model") or {}).get("name"),
+                    len(adaptation.get("sessions") or []), adaptation.get("dataset"))
     write_dataset_description(config.output_dir, bids_dir=config.bids_dir)
     _threads(config.omp_nthreads)
     predictor = Predictor(loaded, device=config.device, precision=config.precision,

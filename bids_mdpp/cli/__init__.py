@@ -22,6 +22,7 @@ from bids_mdpp.errors import EXIT_USAGE, BidsMdppError
 SUBCOMMANDS: dict[str, str] = {
     "run": "bids_mdpp.cli.run:run",
     "train": "bids_mdpp.cli.train:train",
+    "adapt": "bids_mdpp.cli.adapt:adapt",
     "synth": "bids_mdpp.cli.synth:synth",
     "calibrate": "bids_mdpp.cli.calibrate:calibrate",
     "import-weights": "bids_mdpp.cli.import_weights:import_weights",
@@ -46,7 +47,7 @@ class BidsAppGroup(click.Group):
             args = ["run", "--help"]
         elif args[0] != "--version" and args[0] not in SUBCOMMANDS:
             args = ["run", *expand_label_lists(args)]
-        elif args[0] in ("train", "calibrate"):
+        elif args[0] in ("train", "calibrate", "adapt"):
             args = [args[0], *expand_label_lists(args[1:])]
         return super().parse_args(ctx, args)
 
@@ -95,7 +96,7 @@ def cli() -> None:
 
 
 #: Commands that run the network and gain from the tuned allocator (see bids_mdpp.allocator).
-HEAVY_FIRST_ARGS = ("train", "calibrate")
+HEAVY_FIRST_ARGS = ("train", "calibrate", "adapt")
 
 
 def console_entry() -> None:

@@ -119,6 +119,13 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
         f"{_cite('pytorch')}, Nipype {_cite('nipype')}, SimpleITK {_cite('simpleitk')}, PyBIDS "
         f"{_cite('pybids')} and nilearn {_cite('nilearn')}."
     )
+    base, cohort = model.get("AdaptedFrom"), model.get("AdaptedOn")
+    if base and cohort:
+        text += (f" The model was adapted from \"{base.get('Name')}\" (version "
+                 f"{base.get('Version')}) with bids_mdpp adapt on "
+                 f"{len(cohort.get('Sessions') or [])} unlabelled session(s) of "
+                 f"{cohort.get('Dataset')}: the base model's prediction from all of a session's "
+                 f"contrasts taught the same network fed subsets of them without FLAIR.")
     if shipped_model:
         text += (f" The shipped model was trained on data derived from the MSLUB database "
                  f"{_cite('lesjak2018')}.")

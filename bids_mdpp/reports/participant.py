@@ -173,8 +173,7 @@ def _session_context(output_dir: Path, report: SessionReport) -> dict:
         facts.append(("Reference contrast", f"{report.preproc.reference} (registration target; "
                                             f"outputs are on its native grid)"))
     if summary:
-        model = summary["Model"]
-        facts.append(("Model", f"{model['Name']} {model['Version']} ({model['Mode']})"))
+        facts.append(("Model", model_fact(summary["Model"])))
     rows = list(outputs.lesions.rows) if outputs is not None else None
     return {
         "anchor": inputs.key, "label": label, "facts": facts, "files": _files(inputs),
@@ -189,6 +188,18 @@ def _session_context(output_dir: Path, report: SessionReport) -> dict:
         "qc_figures": qc_figures(output_dir, report),
         "lesion_figures": lesion_figures(output_dir, report),
     }
+
+
+def model_fact(model: dict) -> str:
+    """``default 0.1.0 (moddrop++)``, and for an adapted model what it was adapted from and on."""
+    text = f"{model['Name']} {model['Version']} ({model['Mode']})"
+    base, cohort = model.get("AdaptedFrom"), model.get("AdaptedOn")
+    if base and cohort:
+        sessions = cohort.get("Sessions") or []
+        text += (f"; adapted with bids_mdpp adapt from {base.get('Name')} {base.get('Version')} "
+                 f"(sha256 {str(base.get('SHA256'))[:12]}…) on {len(sessions)} unlabelled "
+                 f"session(s) of {cohort.get('Dataset')}: {', '.join(sessions)}")
+    return text
 
 
 def software_versions() -> list[tuple[str, str]]:

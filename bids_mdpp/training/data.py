@@ -178,22 +178,29 @@ def prepare_session(
         plugin_args=plugin_args, omp_nthreads=omp_nthreads,
     )
 
-    def name(path: Path) -> str:
-        if bids_dir is not None and Path(path).is_relative_to(bids_dir):
-            return str(Path(path).relative_to(bids_dir))
-        return Path(path).name
-
     provenance = {
-        "session": session.key,
-        "contrasts": list(session.inputs.contrasts),
-        "inputs": {c: {"file": name(p), "sha256": sha256_of(p)}
-                   for c, p in session.inputs.files.items()},
+        **input_provenance(session.inputs, bids_dir),
         "mask": {"file": session.mask.name, "sha256": sha256_of(session.mask)},
     }
     return PreparedSession(
         key=session.key, subject=session.inputs.subject, images=dict(result.images),
         brain_mask=result.brain_mask, mask_native=session.mask, provenance=provenance,
     )
+
+
+def input_provenance(inputs: SessionInputs, bids_dir: Path | None = None) -> dict:
+    """What a model card records of a session's images: its key, its contrasts and, per
+    contrast, the file (relative to ``bids_dir`` when inside it) and its sha256."""
+    def name(path: Path) -> str:
+        if bids_dir is not None and Path(path).is_relative_to(bids_dir):
+            return str(Path(path).relative_to(bids_dir))
+        return Path(path).name
+
+    return {
+        "session": inputs.key,
+        "contrasts": list(inputs.contrasts),
+        "inputs": {c: {"file": name(p), "sha256": sha256_of(p)} for c, p in inputs.files.items()},
+    }
 
 
 def check_mask(path: Path) -> None:

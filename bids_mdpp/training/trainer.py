@@ -130,6 +130,50 @@ def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(prediction, reference).sum()) / total
 
 
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of a resolved precision (``fp32``: none; ``bf16``; ``fp16``)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def read_checkpoint(path: Path, fmt: str, settings: dict, device: torch.device, *, kind: str,
+                    instead: str) -> dict:
+    """A checkpoint's state, checked: readable, of format ``fmt``, made with ``settings``.
+
+    Raises :class:`~bids_mdpp.errors.InputDataError` for a file that is not such a checkpoint
+    and :class:`UsageError` naming the settings that differ (``instead`` says what to do).
+    """
+    from bids_mdpp.errors import InputDataError
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise InputDataError(path, f"not a readable {kind} checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise InputDataError(path, f"not a bids_mdpp {kind} checkpoint")
+    if state["settings"] != settings:
+        differ = [k for k, v in settings.items() if state["settings"].get(k) != v]
+        raise UsageError(
+            f"{path}: the checkpoint was made with other settings ({', '.join(differ)}: "
+            f"{', '.join(str(state['settings'].get(k)) for k in differ)}); resume with the "
+            f"same options or {instead}")
+    return state
+
+
+def write_metrics_csv(rows: Sequence[dict], path: Path) -> Path:
+    """``rows`` (one dict per epoch) as a CSV file, columns in first-seen order (atomic)."""
+    from bids_mdpp.imageio import write_text
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(text.getvalue(), path)
+
+
 def contrast_subsets(present: Sequence[str], which: str = "all") -> list[tuple[str, ...]]:
     """Non-empty subsets of ``present`` (largest first); ``which="full"``: only ``present``."""
     if which == "full":
@@ -218,10 +262,7 @@ class Trainer:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The forward passes' autocast context for this run's precision."""
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast_for(self.precision, self.device)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -368,21 +409,9 @@ class Trainer:
 
     def load_checkpoint(self) -> None:
         """Continue from ``checkpoint.pt``: weights, optimiser, scheduler, RNG, metrics."""
-        from bids_mdpp.errors import InputDataError
-
         path = self.checkpoint_path
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:
-            raise InputDataError(path, f"not a readable training checkpoint ({exc})") from exc
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise InputDataError(path, "not a bids_mdpp training checkpoint")
-        if state["settings"] != self._settings():
-            differ = [k for k, v in self._settings().items() if state["settings"].get(k) != v]
-            raise UsageError(
-                f"{path}: the checkpoint was made with other settings ({', '.join(differ)}: "
-                f"{', '.join(str(state['settings'].get(k)) for k in differ)}); resume with the "
-                "same options or train into a new OUTPUT_DIR")
+        state = read_checkpoint(path, CHECKPOINT_FORMAT, self._settings(), self.device,
+                                kind="training", instead="train into a new OUTPUT_DIR")
         self.network.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -400,14 +429,7 @@ class Trainer:
 
     def write_metrics(self) -> Path:
         """``training/metrics.csv``: one row per epoch (columns in first-seen order)."""
-        from bids_mdpp.imageio import write_text
-
-        columns = list(dict.fromkeys(k for row in self.history for k in row))
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.history)
-        return write_text(text.getvalue(), self.config.training_dir / "metrics.csv")
+        return write_metrics_csv(self.history, self.config.training_dir / "metrics.csv")
 
     # -- the model ------------------------------------------------------------------------
     def model_card(self):

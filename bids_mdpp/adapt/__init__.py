@@ -1,0 +1,159 @@
+"""Adapting a model to a site's own unlabelled scans (``bids_mdpp adapt``).
+
+A study rarely has lesion masks, but it usually has sessions with FLAIR, where the model is
+strongest.  Adaptation uses them as their own teacher: for every session with FLAIR and at
+least one other contrast,
+
+* the **teacher** is the base model, frozen, on all the session's contrasts (the richest subset,
+  which includes FLAIR): its fused three-orientation probability map, computed once;
+* the **student** is a copy of the base model fed drop-out subsets of the same session's slices
+  (:func:`bids_mdpp.nn.moddrop.draw_drop`: never the all-missing code);
+* a student input **without FLAIR** learns to agree with the teacher's probability on the
+  teacher's confident voxels only (probability ≥ ``confidence`` or ≤ 1 − ``confidence``), with
+  the class-weighted cross-entropy of the training loss (lesion 0.75, background 0.25);
+* a student input **with FLAIR** is the guard: it learns to agree, on every voxel, with the
+  frozen base model given that same input, so those subsets stay where they were;
+* every input also gets the feature-level co-training term of ModDrop++: −``ssim_weight`` ×
+  SSIM between the student's first-layer features and the teacher's on the full input.
+
+The network runs in evaluation mode throughout (batch-norm statistics and drop-out as in the
+base model), so that what is trained is what inference computes.  No label is read: the only
+inputs are the dataset's images and the base model.
+
+Modules
+-------
+:mod:`~bids_mdpp.adapt.sessions`
+    The cohort: which sessions can teach (and why the others cannot), their preprocessing
+    (the participant level's, cached) and the teacher's maps.
+:mod:`~bids_mdpp.adapt.objective`
+    The dataset of drop-out samples with the teacher's targets, and the loss.
+:mod:`~bids_mdpp.adapt.adapter`
+    The loop: progress bar, checkpoints every epoch, ``--resume``, the model directory.
+:mod:`~bids_mdpp.adapt.agreement`
+    Agreement with the teacher per contrast subset, before and after, and the drift of the
+    FLAIR subsets from the base model.
+
+API::
+
+    config = AdaptConfig(bids_dir, output_dir, model_dir=None, epochs=4)
+    model_dir = run_adaptation(config)     # OUTPUT_DIR, a model directory
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bids_mdpp.errors import UsageError
+
+LOGGER = logging.getLogger("bids_mdpp.adapt")
+
+#: The contrast the teacher needs and the guard keeps in place.
+ANCHOR_CONTRAST = "FLAIR"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Everything one ``bids_mdpp adapt`` run needs (paths absolute).
+
+    ``epochs`` × ``steps_per_epoch`` optimiser steps of ``batch_size`` crops of ``crop`` ×
+    ``crop`` voxels; ``confidence`` in (0.5, 1) chooses the teacher's voxels used for the
+    subsets without FLAIR; ``ssim_weight`` weighs the feature co-training term.
+    """
+
+    bids_dir: Path
+    output_dir: Path
+    model_dir: Path | None = None
+    work_dir: Path | None = None
+    participant_labels: tuple[str, ...] = ()
+    session_labels: tuple[str, ...] = ()
+    bids_filters: dict = field(default_factory=dict)
+    epochs: int = 4
+    steps_per_epoch: int = 50
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 1e-4
+    confidence: float = 0.8
+    ssim_weight: float = 0.05
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    resume: bool = False
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    verbose: int = 0
+    command_line: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "steps_per_epoch", "batch_size", "nprocs", "omp_nthreads"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.crop < 8:
+            raise UsageError(f"--crop must be at least 8 voxels, got {self.crop}")
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be positive, got {self.lr}")
+        if not 0.5 < self.confidence < 1.0:
+            raise UsageError(f"--confidence must lie strictly between 0.5 and 1, got "
+                             f"{self.confidence}")
+        if not self.ssim_weight >= 0:
+            raise UsageError(f"--ssim-weight cannot be negative, got {self.ssim_weight}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown --precision {self.precision!r}; use {', '.join(PRECISIONS)}")
+
+    @property
+    def training_dir(self) -> Path:
+        """Checkpoint, metrics and logs: ``OUTPUT_DIR/adaptation``."""
+        return self.output_dir / "adaptation"
+
+    @property
+    def effective_work_dir(self) -> Path:
+        """Preprocessing and teacher caches (default ``OUTPUT_DIR/adaptation/work``)."""
+        return self.work_dir or self.training_dir / "work"
+
+
+def run_adaptation(config: AdaptConfig) -> Path:
+    """Adapt the base model as ``config`` says; returns the model directory (OUTPUT_DIR)."""
+    import torch
+
+    from bids_mdpp.adapt.adapter import Adapter
+    from bids_mdpp.adapt.sessions import prepare_cohort
+    from bids_mdpp.inference import resolve_device
+    from bids_mdpp.logs import setup_logging
+    from bids_mdpp.model import default_model_dir, load_model
+    from bids_mdpp.training import check_output_dir, quiet_nipype
+    from bids_mdpp.training.trainer import resolve_precision
+
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    model_dir = config.model_dir or default_model_dir()
+    base = load_model(model_dir, device="cpu")
+    check_base_model(base, model_dir)
+    if config.output_dir.resolve() == base.directory:
+        raise UsageError(f"OUTPUT_DIR {config.output_dir} is the base model; choose a new folder")
+    check_output_dir(config)
+    quiet_nipype(config.verbose)
+    setup_logging(config.training_dir / "logs", config.verbose, tag="adapt")
+    LOGGER.info("bids_mdpp adapt: %s", config.command_line)
+    LOGGER.info("Base model %s %s (%s; contrasts %s; sha256 %s)", base.card.name,
+                base.card.version, base.card.mode, ", ".join(base.card.contrasts), base.sha256)
+    torch.set_num_threads(config.omp_nthreads)
+    cohort = prepare_cohort(config, base, device)
+    adapter = Adapter(config, base, cohort, device=device, precision=precision)
+    return adapter.fit()
+
+
+def check_base_model(base, model_dir: Path) -> None:
+    """A base model must know FLAIR and another contrast, and take drop-out codes."""
+    card = base.card
+    if ANCHOR_CONTRAST not in card.contrasts or len(card.contrasts) < 2:
+        raise UsageError(
+            f"--model {model_dir}: the model knows {', '.join(card.contrasts)}; adaptation needs "
+            f"one that knows {ANCHOR_CONTRAST} and at least one other contrast")
+    if card.mode == "independent":
+        raise UsageError(
+            f"--model {model_dir}: an 'independent' model takes one fixed set of contrasts; only "
+            "a model trained with modality drop-out (moddrop, moddrop+, moddrop++) can be adapted")
+
+
+__all__ = ["ANCHOR_CONTRAST", "AdaptConfig", "check_base_model", "run_adaptation"]

@@ -1,0 +1,241 @@
+"""``bids_mdpp adapt``: a tiny base model adapted on a tiny synthetic cohort, end to end.
+
+The base model is a tiny network trained here for a few seconds on labelled phantoms; the
+cohort's own reference masks are replaced by bytes that are not NIfTI (any reader would fail),
+and every file Python opens during the run is recorded (``sys.addaudithook``), so that a run
+that read a label would be seen.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_train_cli import run_cli
+from test_train_support import TINY_NETWORK, write_bids_dataset
+
+from bids_mdpp.cli import main
+
+#: A few seconds of adaptation (the learning rate is high so that the tiny case moves).
+QUICK = ("--epochs", "2", "--steps-per-epoch", "8", "--batch-size", "4", "--crop", "32",
+         "--lr", "3e-4", "--omp-nthreads", "1", "--precision", "fp32")
+#: The guard's tolerance on the tiny case: every subset with FLAIR keeps at least this DSC
+#: with the base model's own mask on the same input.
+FLAIR_DRIFT_DSC = 0.9
+
+pytestmark = pytest.mark.usefixtures("restore_process_state")
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    """A tiny moddrop++ model for T1w, FLAIR and T2w, trained on two labelled phantoms."""
+    root = tmp_path_factory.mktemp("adapt_base")
+    bids, labels = write_bids_dataset(root, {"11": ("T1w", "FLAIR", "T2w"),
+                                             "12": ("T1w", "FLAIR", "T2w")})
+    out = root / "base"
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in (
+            "train", bids, out, "--labels", labels, *TINY_NETWORK, "--epochs", "6",
+            "--steps-per-epoch", "20", "--batch-size", "8", "--crop", "32", "--val-fraction",
+            "0", "--lr", "2e-3", "--omp-nthreads", "1", "--precision", "fp32")])
+    assert info.value.code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Unlabelled cohort: sub-01 has FLAIR, sub-02 lacks it, sub-03 has FLAIR alone; its
+    derivatives hold "masks" that are not images at all."""
+    root = tmp_path_factory.mktemp("adapt_cohort")
+    bids, labels = write_bids_dataset(root, {"01": ("T1w", "FLAIR", "T2w"), "02": ("T1w", "T2w"),
+                                             "03": ("FLAIR",)})
+    for mask in labels.rglob("*_mask.nii.gz"):
+        mask.write_bytes(b"a label that adaptation must never read")
+    return bids, labels
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """One work directory: the cohort is preprocessed once."""
+    return tmp_path_factory.mktemp("adapt_work")
+
+
+class OpenedFiles:
+    """Every path opened by this process while ``recording`` (a ``sys.addaudithook`` hook)."""
+
+    def __init__(self):
+        self.recording = False
+        self.paths: list[str] = []
+        sys.addaudithook(self)
+
+    def __call__(self, event, args):
+        if self.recording and event == "open":
+            self.paths.append(str(args[0]))
+
+
+OPENED = OpenedFiles()
+
+
+def test_help_lists_the_options_without_importing_torch():
+    probe = ("import sys; from bids_mdpp.cli import main\n"
+             "try:\n    main(['adapt', '--help'])\nexcept SystemExit: pass\n"
+             "print(sorted(m for m in ('torch', 'nipype', 'bids') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    for option in ("--model", "--work-dir", "--participant-label", "--session-label",
+                   "--bids-filter-file", "--nprocs", "--omp-nthreads", "--epochs",
+                   "--steps-per-epoch", "--seed", "--resume", "--confidence", "--device",
+                   "No label is read"):
+        assert option in result.stdout, option
+    assert "--labels" not in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_adapt_reads_no_label_keeps_flair_and_records_it(base_model, cohort, work, tmp_path,
+                                                         capsys):
+    from bids_mdpp.model import load_model, sha256_of
+
+    bids, labels = cohort
+    out = tmp_path / "adapted"
+    OPENED.recording = True
+    try:
+        status, err = run_cli(["adapt", bids, out, "--model", base_model, "-w", work, *QUICK],
+                              capsys)
+    finally:
+        OPENED.recording = False
+    assert status == 0, err
+    assert OPENED.paths, "the audit hook saw no file opened"
+    assert not [p for p in OPENED.paths if str(labels) in p or "label-lesion" in p]
+    assert "sub-02: skipped, no FLAIR" in err and "sub-03: skipped, FLAIR is its only" in err
+
+    loaded = load_model(out)
+    card = loaded.card
+    adaptation = card.training["adaptation"]
+    assert adaptation["base_model"]["sha256"] == sha256_of(base_model / "model.pt")
+    assert adaptation["base_model"]["name"] == "base"
+    assert adaptation["labels_used"] is False
+    assert [s["session"] for s in adaptation["sessions"]] == ["sub-01"]
+    inputs = adaptation["sessions"][0]["inputs"]
+    assert sorted(inputs) == ["FLAIR", "T1w", "T2w"]
+    assert inputs["FLAIR"]["sha256"] == sha256_of(bids / inputs["FLAIR"]["file"])
+    assert {s["session"] for s in adaptation["skipped"]} == {"sub-02", "sub-03"}
+    assert adaptation["subsets_adapted"] == ["T1w", "T1w+T2w", "T2w"]
+    assert sorted(adaptation["subsets_anchored"]) == ["FLAIR", "FLAIR+T2w", "T1w+FLAIR",
+                                                      "T1w+FLAIR+T2w"]
+    assert adaptation["steps"] == 16 and adaptation["epochs"] == 2
+    assert adaptation["seconds"] > 0 and adaptation["peak_rss_gb"] > 0
+    assert adaptation["command_line"].startswith("bids_mdpp adapt")
+    table = card.metrics["adaptation"]["agreement"]
+    assert set(table) == set(adaptation["subsets_adapted"]) | set(adaptation["subsets_anchored"])
+    assert all(0 <= row["before"] <= 1 and 0 <= row["after"] <= 1 for row in table.values())
+    assert table["T1w+FLAIR+T2w"]["before"] == 1.0
+    for name in adaptation["subsets_anchored"]:
+        assert table[name]["drift_dsc"] >= FLAIR_DRIFT_DSC, (name, table[name])
+    assert any(table[n]["drift_probability"] > 0 for n in adaptation["subsets_adapted"])
+    assert card.contrasts == ("T1w", "FLAIR", "T2w") and card.name == "adapted"
+    assert sorted(p.name for p in out.iterdir()) == ["adaptation", "model.pt", "model_card.json"]
+    assert (out / "adaptation" / "metrics.csv").read_text().count("\n") == 3
+
+    # the participant level with the adapted model reuses the preprocessing and says so
+    participant_out = tmp_path / "derivatives"
+    status, err = run_cli([bids, participant_out, "participant", "--participant-label", "01",
+                           "--model", out, "-w", work, "--skip-bids-validation",
+                           "--omp-nthreads", "1"], capsys)
+    assert status == 0, err
+    assert "adapted with bids_mdpp adapt from base" in err
+    sidecar = json.loads(next(participant_out.rglob("*_label-lesion_mask.json")).read_text())
+    assert sidecar["Model"]["AdaptedFrom"]["SHA256"] == adaptation["base_model"]["sha256"]
+    assert sidecar["Model"]["AdaptedOn"] == {"Dataset": "tiny training set",
+                                             "Sessions": ["sub-01"], "LabelsUsed": False}
+    report = (participant_out / "sub-01.html").read_text()
+    assert "adapted with bids_mdpp adapt from base" in report
+    assert "unlabelled session(s) of tiny training set" in report
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(base_model, cohort, work, tmp_path,
+                                                           capsys):
+    bids, _ = cohort
+    quick = [a for a in QUICK]
+    quick[quick.index("--epochs") + 1] = "1"
+    interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
+    common = ["--model", base_model, "-w", work, "--participant-label", "01"]
+    assert run_cli(["adapt", bids, interrupted, *common, *quick], capsys)[0] == 0
+    status, err = run_cli(["adapt", bids, interrupted, *common, *quick], capsys)
+    assert status == 64 and "--resume" in err
+    status, err = run_cli(["adapt", bids, interrupted, *common, *QUICK, "--resume"], capsys)
+    assert status == 0, err
+    assert "Resuming from" in err and "after epoch 1" in err and "reusing the teacher's" in err
+    assert run_cli(["adapt", bids, whole, *common, *QUICK], capsys)[0] == 0
+    resumed = torch.load(interrupted / "model.pt", weights_only=True)
+    uninterrupted = torch.load(whole / "model.pt", weights_only=True)
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+    base = torch.load(base_model / "model.pt", weights_only=True)
+    assert not all(torch.equal(base[k], uninterrupted[k]) for k in uninterrupted)
+    status, err = run_cli(["adapt", bids, whole, *common, *QUICK, "--resume", "--seed", "5"],
+                          capsys)
+    assert status == 64 and "seed" in err
+
+
+def _bad_model(tmp_path):
+    folder = tmp_path / "not_a_model"
+    folder.mkdir()
+    (folder / "model_card.json").write_text("{ this is not JSON")
+    (folder / "model.pt").write_bytes(b"nor are these weights")
+    return folder
+
+
+@pytest.mark.parametrize("case, code, messages", [
+    ("no_flair", 66, ["no session can teach", "sub-01: no FLAIR (only T1w, T2w)",
+                      "sub-02: no FLAIR (only T2w)"]),
+    ("unreadable", 66, ["no session can teach", "sub-01_FLAIR.nii.gz"]),
+    ("not_a_model", 65, ["not_a_model/model_card.json", "not valid JSON"]),
+    ("no_model", 64, ["--model", "no such model directory"]),
+    ("confidence", 64, ["--confidence"]),
+])
+def test_bad_input_fails_clearly(case, code, messages, base_model, tmp_path, capsys):
+    subjects = {"01": ("T1w", "T2w"), "02": ("T2w",)} if case == "no_flair" else \
+        {"01": ("T1w", "FLAIR")}
+    bids, _ = write_bids_dataset(tmp_path, subjects, masks=set())
+    if case == "unreadable":
+        (bids / "sub-01" / "anat" / "sub-01_FLAIR.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    model = {"not_a_model": _bad_model(tmp_path), "no_model": tmp_path / "nowhere"}.get(
+        case, base_model)
+    extra = ["--confidence", "0.4"] if case == "confidence" else []
+    status, err = run_cli(["adapt", bids, tmp_path / "out", "--model", model, *QUICK, *extra],
+                          capsys)
+    assert status == code, err
+    for message in messages:
+        assert message in err
+
+
+def test_inputs_without_flair_learn_only_from_confident_voxels():
+    from tiny_networks import tiny_network
+
+    from bids_mdpp.adapt.objective import AgreementLoss
+
+    student, teacher = tiny_network(3), tiny_network(3)
+    loss = AgreementLoss(student, teacher, anchor_index=1, confidence=0.8, ssim_weight=0.0)
+    image = torch.randn(2, 9, 16, 16)
+    available = torch.ones(2, 3)
+    drop = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]])   # no FLAIR
+    uncertain = torch.full((2, 1, 16, 16), 0.5)
+    terms = loss(image, available, drop, uncertain)
+    assert terms.n_adapted == 2 and terms.n_anchored == 0 and terms.adapted == 0.0
+    terms.total.backward()
+    assert all(p.grad is None or not p.grad.any() for p in student.parameters())
+    confident = uncertain.clone()
+    confident[:, :, 4:8, 4:8] = 1.0
+    terms = loss(image, available, drop, confident)
+    assert terms.adapted > 0
+    with_flair = torch.ones(2, 3)
+    terms = loss(image, available, with_flair, confident)
+    assert terms.n_anchored == 2 and terms.adapted == 0.0 and terms.anchored > 0
+
+
+def test_the_sidecar_of_a_model_that_was_not_adapted_has_no_adaptation():
+    from bids_mdpp.outputs import model_provenance
+
+    model = model_provenance({"name": "m", "version": "1", "mode": "moddrop++",
+                              "training": {}}, "ab" * 32)
+    assert model == {"Name": "m", "Version": "1", "Mode": "moddrop++", "SHA256": "ab" * 32}

@@ -59,7 +59,8 @@ class AdaptConfig:
 
     ``epochs`` × ``steps_per_epoch`` optimiser steps of ``batch_size`` crops of ``crop`` ×
     ``crop`` voxels; ``confidence`` in (0.5, 1) chooses the teacher's voxels used for the
-    subsets without FLAIR; ``ssim_weight`` weighs the feature co-training term.
+    subsets without FLAIR; ``ssim_weight`` weighs the feature co-training term;
+    ``agreement_sessions`` bounds the sessions the agreement table is measured on (0: none).
     """
 
     bids_dir: Path
@@ -76,6 +77,7 @@ class AdaptConfig:
     lr: float = 1e-4
     confidence: float = 0.8
     ssim_weight: float = 0.05
+    agreement_sessions: int = 2
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -96,6 +98,8 @@ class AdaptConfig:
         if not 0.5 < self.confidence < 1.0:
             raise UsageError(f"--confidence must lie strictly between 0.5 and 1, got "
                              f"{self.confidence}")
+        if self.agreement_sessions < 0:
+            raise UsageError("--agreement-sessions cannot be negative")
         if not self.ssim_weight >= 0:
             raise UsageError(f"--ssim-weight cannot be negative, got {self.ssim_weight}")
         if self.precision not in PRECISIONS:

@@ -30,6 +30,15 @@ LOGGER = logging.getLogger("bids_mdpp.adapt")
 CHECKPOINT_FORMAT = "bids_mdpp-adapt-checkpoint-1"
 
 
+def contrast_subset_names(session_contrasts) -> set[str]:
+    """Names of every non-empty subset of each session's contrasts (``"T1w+FLAIR"``)."""
+    from bids_mdpp.contrasts import subset_name
+    from bids_mdpp.training.trainer import contrast_subsets
+
+    return {subset_name(s) for contrasts in session_contrasts
+            for s in contrast_subsets(list(contrasts), "all")}
+
+
 class Adapter:
     """Adapts a copy of the base model on the cohort (see the module docstring).
 
@@ -193,8 +202,10 @@ class Adapter:
         network = copy.deepcopy(self.student).cpu().eval().requires_grad_(False)
         adapted = LoadedModel(network=network, card=self.base.card, sha256="",
                               directory=self.config.output_dir)
-        LOGGER.info("Measuring the agreement with the teacher per contrast subset")
-        table = agreement(self.base, adapted, self.sessions, device=str(self.device),
+        measured = self.sessions[:self.config.agreement_sessions]
+        LOGGER.info("Measuring the agreement with the teacher per contrast subset on %s",
+                    ", ".join(s.key for s in measured) or "no session (--agreement-sessions 0)")
+        table = agreement(self.base, adapted, measured, device=str(self.device),
                           precision=self.config.precision, num_threads=self.config.omp_nthreads)
         totals = summary(table)
         seconds = self.seconds_before + time.perf_counter() - self.started
@@ -212,15 +223,16 @@ class Adapter:
         from bids_mdpp.training.data import dataset_name
 
         base, config = self.base, self.config
-        subsets = sorted(table)
+        subsets = sorted(contrast_subset_names(s.contrasts for s in self.sessions))
+        anchored = [n for n in subsets if ANCHOR_CONTRAST in n.split("+")]
         adaptation = {
             "base_model": {"name": base.card.name, "version": base.card.version,
                            "directory": str(base.directory), "sha256": base.sha256},
             "dataset": dataset_name(config.bids_dir),
             "sessions": [s.provenance for s in self.sessions],
             "skipped": [{"session": s.key, "reason": s.reason} for s in self.skipped],
-            "subsets_adapted": [n for n in subsets if not table[n]["with_flair"]],
-            "subsets_anchored": [n for n in subsets if table[n]["with_flair"]],
+            "subsets_adapted": [n for n in subsets if n not in anchored],
+            "subsets_anchored": anchored,
             "teacher": "the base model on all of a session's contrasts (three orientations fused)",
             "labels_used": False,
             "epochs": len(self.history), "steps": sum(r["steps"] for r in self.history),
@@ -233,8 +245,10 @@ class Adapter:
         }
         metrics = {"adaptation": {
             "agreement": table, **totals,
-            "procedure": "DSC against the teacher's mask on the sessions adapted on, whole "
-                         "volumes, the card's threshold per subset (bids_mdpp.adapt.agreement)"},
+            "sessions": [s.key for s in self.sessions[:config.agreement_sessions]],
+            "procedure": "DSC against the teacher's mask on the first --agreement-sessions "
+                         "sessions adapted on, whole volumes, the card's threshold per subset "
+                         "(bids_mdpp.adapt.agreement)"},
             "base_model": base.card.metrics}
         description = (f"{base.card.name} {base.card.version} adapted with bids_mdpp adapt on "
                        f"{len(self.sessions)} unlabelled session(s) of "

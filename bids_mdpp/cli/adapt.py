@@ -54,6 +54,9 @@ No label is read: only the dataset's images and the base model.
                    "without FLAIR.")
 @click.option("--ssim-weight", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="Weight of the feature-level SSIM co-training term.")
+@click.option("--agreement-sessions", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Sessions on which the agreement with the teacher is measured per contrast "
+                   "subset at the end (two whole-volume predictions per subset; 0: none).")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT_DIR from its checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the sampling (the run is deterministic for a seed).")
@@ -66,8 +69,8 @@ No label is read: only the dataset's images and the base model.
               help="Threads per process (default: the usable cores).")
 @click.option("-v", "--verbose", count=True, help="More output (-vv: Nipype's too).")
 def adapt(bids_dir, output_dir, model_dir, participant_label, session_label, bids_filter_file,
-          work_dir, epochs, steps_per_epoch, batch_size, crop, lr, confidence, ssim_weight, resume,
-          seed, device, precision, nprocs, omp_nthreads, verbose) -> int:
+          work_dir, epochs, steps_per_epoch, batch_size, crop, lr, confidence, ssim_weight,
+          agreement_sessions, resume, seed, device, precision, nprocs, omp_nthreads, verbose) -> int:
     """Adapt a model to the unlabelled scans of BIDS_DIR; write it to OUTPUT_DIR.
 
     The base model's prediction from all of a session's contrasts (FLAIR among them) teaches
@@ -91,7 +94,8 @@ def adapt(bids_dir, output_dir, model_dir, participant_label, session_label, bid
         participant_labels=_labels(participant_label), session_labels=_labels(session_label),
         bids_filters=load_bids_filters(bids_filter_file), epochs=epochs,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop=crop, lr=lr,
-        confidence=confidence, ssim_weight=ssim_weight, seed=seed, device=device,
+        confidence=confidence, ssim_weight=ssim_weight, agreement_sessions=agreement_sessions,
+        seed=seed, device=device,
         precision=precision, resume=resume, nprocs=nprocs or 1,
         omp_nthreads=omp_nthreads or default_threads(nprocs), verbose=verbose,
         command_line=shlex.join(["bids_mdpp", *argv]),

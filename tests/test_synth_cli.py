@@ -28,7 +28,8 @@ def test_help_is_instant_and_lists_the_options():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     for option in ("--n", "--seed", "--contrasts", "--sessions-fraction", "--clean-fraction",
-                   "--skull-fraction", "--nprocs", "--overwrite", "--complete"):
+                   "--skull-fraction", "--nprocs", "--overwrite", "--complete", "--load-mix",
+                   "--hard-negatives", "--no-hard-negatives"):
         assert option in run.stdout
 
 
@@ -76,6 +77,9 @@ def test_overwrite_never_deletes_a_foreign_folder(tmp_path, capsys):
     (["--clean-fraction", "1.5"], "--clean-fraction"),
     (["--n", "0"], "--n"),
     (["--nprocs", "0"], "--nprocs"),
+    (["--load-mix", "severe=1"], "--load-mix: unknown load class 'severe'"),
+    (["--load-mix", "free=0.5,high=0.2"], "--load-mix: the shares must add up to 1"),
+    (["--load-mix", "high=x"], "--load-mix: the share of 'high' is not a number"),
 ])
 def test_bad_options_exit_64_with_a_message(tmp_path, capsys, argv, message):
     assert _exit_code(["synth", str(tmp_path / "out"), *argv]) == EXIT_USAGE
@@ -88,3 +92,25 @@ def test_an_output_path_that_is_a_file_is_refused(tmp_path, capsys):
     target.write_text("x")
     assert _exit_code(["synth", str(target), *TINY]) == EXIT_USAGE
     assert "a_file" in capsys.readouterr().err
+
+
+def test_load_mix_and_hard_negatives_reach_the_dataset(tmp_path):
+    out = tmp_path / "lesion_free"
+    result = CliRunner().invoke(synth, [str(out), *TINY, "--load-mix", "free=1",
+                                        "--no-hard-negatives"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["load_mix"] == {"free": 1.0, "low": 0.0, "typical": 0.0, "high": 0.0}
+    assert manifest["options"]["hard_negatives"] is False
+    session = manifest["subjects"]["s001"]["sessions"][0]
+    assert session["lesion_load"] == "free" and session["lesion_volume_mm3"] == 0
+    assert manifest["subjects"]["s001"]["spec"]["sessions"][0]["scene"]["mimics"] is None
+    row = (out / "participants.tsv").read_text().splitlines()[1].split("\t")
+    assert row[3:] == ["free", "0.0"]
+
+
+def test_the_default_load_mix_is_the_library_default():
+    from bids_mdpp.synth.load import DEFAULT_LOAD_MIX, format_load_mix
+
+    option = next(p for p in synth.params if p.name == "load_mix")
+    assert option.default == format_load_mix(DEFAULT_LOAD_MIX)

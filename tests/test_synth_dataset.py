@@ -23,7 +23,8 @@ from bids_mdpp.synth.subject import (
 )
 
 #: Seed 218 with these options gives one raw, one raw-stripped and one clean subject, a second
-#: session, a session without FLAIR, PDw and ce-T1w (checked below, not assumed).
+#: session, a session without FLAIR, PDw and ce-T1w, and the load classes high, low and
+#: typical (checked below, not assumed).
 SEED, N = 218, 3
 OPTIONS = SynthOptions(sessions_fraction=0.5, scale=0.3)
 VALIDATOR = Path(sys.executable).parent / "bids-validator-deno"
@@ -48,6 +49,7 @@ def test_the_chosen_seed_covers_every_case(manifest):
     assert any(len(s["sessions"]) == 2 for s in subjects)
     assert any("FLAIR" not in session["contrasts"] for session in sessions)
     assert {"PDw", "ceT1w"} <= {c for session in sessions for c in session["contrasts"]}
+    assert {session["lesion_load"] for session in sessions} == {"high", "low", "typical"}
 
 
 @pytest.mark.skipif(not VALIDATOR.exists(), reason="bids-validator-deno is not installed")
@@ -67,7 +69,7 @@ def test_pybids_finds_every_mask_on_its_reference_grid(dataset, manifest):
     masks = layout.get(scope="derivatives", suffix="mask", label="lesion", extension=".nii.gz")
     sessions = [(label, s) for label, subject in manifest["subjects"].items() for s in subject["sessions"]]
     assert len(masks) == len(sessions)
-    loads = []
+    loads = {}
     for label, session in sessions:
         [mask] = layout.get(scope="derivatives", subject=label, session=session["session"],
                             suffix="mask", extension=".nii.gz")
@@ -77,10 +79,12 @@ def test_pybids_finds_every_mask_on_its_reference_grid(dataset, manifest):
         assert mask_img.shape == reference.shape
         assert np.allclose(mask_img.affine, reference.affine)
         assert mask_img.get_data_dtype() == np.uint8 and set(np.unique(mask_img.dataobj)) <= {0, 1}
-        loads.append(int(np.asanyarray(mask_img.dataobj).sum()))
         sidecar = json.loads(Path(mask.path.replace(".nii.gz", ".json")).read_text())
         assert sidecar["SpatialReference"] == f"bids:raw:{session['files'][session['reference']]}"
-    assert min(loads) > 0
+        assert sidecar["LesionLoad"] == session["lesion_load"]
+        loads.setdefault(session["lesion_load"], []).append(int(np.asanyarray(mask_img.dataobj).sum()))
+    # on this coarse grid (3.3 mm) a low load may vanish; the others may not
+    assert min(loads["typical"] + loads["high"]) > 0 and max(loads.get("free", [0])) == 0
 
 
 def test_the_training_discovery_finds_the_masks(dataset, manifest):
@@ -113,12 +117,17 @@ def test_files_are_named_by_contrast(dataset, manifest):
 
 def test_participants_and_readme(dataset, manifest):
     rows = (dataset / "participants.tsv").read_text().splitlines()
-    assert rows[0] == "participant_id\tsynthesis\tn_sessions"
+    assert rows[0] == "participant_id\tsynthesis\tn_sessions\tlesion_load\tlesion_volume_mm3"
     assert len(rows) == N + 1
     for row in rows[1:]:
-        participant, kind, n_sessions = row.split("\t")
-        spec = manifest["subjects"][participant[4:]]["spec"]
+        participant, kind, n_sessions, load, volume = row.split("\t")
+        subject = manifest["subjects"][participant[4:]]
+        spec = subject["spec"]
         assert kind == spec["kind"] and int(n_sessions) == len(spec["sessions"])
+        assert load == spec["sessions"][0]["scene"]["lesions"]["load_class"]
+        assert float(volume) == subject["sessions"][0]["lesion_volume_mm3"]
+    assert {"lesion_load", "lesion_volume_mm3"} <= set(json.loads(
+        (dataset / "participants.json").read_text()))
     readme = (dataset / "README").read_text()
     assert "Lesjak" in readme and "McConnell" in readme
     assert (dataset / ".bidsignore").read_text().strip() == "manifest.json"

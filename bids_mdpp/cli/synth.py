@@ -34,6 +34,13 @@ _CITATION = (
               help="Share of subjects already preprocessed (1 mm, stripped, co-registered).")
 @click.option("--skull-fraction", type=_FRACTION, default=0.7, show_default=True,
               help="Share of the other subjects whose images show skull and scalp.")
+@click.option("--load-mix", default="free=0.1,low=0.2,typical=0.5,high=0.2", show_default=True,
+              help="Share of each lesion-load class: free (no lesion), low (<= 1 ml), typical, "
+                   "high (>= 50 ml, confluent); shares add up to 1.")
+@click.option("--hard-negatives/--no-hard-negatives", default=True, show_default=True,
+              help="Draw bright normal anatomy that is not lesion (periventricular caps and "
+                   "bands, septum, cingulate and insula, choroid plexus, CSF inflow, "
+                   "perivascular spaces).")
 @click.option("--scale", type=click.FloatRange(0.2, 1.0), default=1.0, show_default=True,
               help="Divide every voxel size by this (0.5: coarser, faster data for quick tests).")
 @click.option("--nprocs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -43,30 +50,38 @@ _CITATION = (
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar.")
 def synth(out_dir: Path, n_subjects: int, seed: int, contrasts: str, complete: bool,
-          sessions_fraction: float,
-          clean_fraction: float, skull_fraction: float, scale: float, nprocs: int,
-          overwrite: bool, progress: bool) -> None:
+          sessions_fraction: float, clean_fraction: float, skull_fraction: float,
+          load_mix: str, hard_negatives: bool, scale: float, nprocs: int, overwrite: bool,
+          progress: bool) -> None:
     """Write a synthetic BIDS dataset of MS patients to OUT_DIR, with reference lesion masks.
 
     Real anatomy (the MNI152 2009 template, deformed per subject) and real lesion shapes
     (27 MSLUB consensus masks, recombined) are imaged as T1w, T2w, FLAIR, PDw and ce-T1w
     with random tissue intensities that respect each contrast's physics, on clinical 2D
-    grids with bias fields and noise.  Masks go to OUT_DIR/derivatives/lesions; every
-    drawn parameter goes to OUT_DIR/manifest.json.
+    grids with bias fields and noise, among normal anatomy that is bright without being
+    lesion, and lesion loads from none to confluent.  Masks go to
+    OUT_DIR/derivatives/lesions (each sidecar gives the subject's load class and lesion
+    volume, as does participants.tsv); every drawn parameter goes to OUT_DIR/manifest.json.
     """
     from tqdm import tqdm
 
     from bids_mdpp.synth.dataset import write_dataset
+    from bids_mdpp.synth.load import parse_load_mix
     from bids_mdpp.synth.subject import SynthOptions
 
     try:
         chosen = parse_contrasts(contrasts)
     except ValueError as exc:
         raise UsageError(f"--contrasts: {exc}") from exc
+    try:
+        mix = parse_load_mix(load_mix)
+    except ValueError as exc:
+        raise UsageError(f"--load-mix: {exc}") from exc
     pool = tuple(c for c in CONTRASTS if c in chosen)
     options = SynthOptions(contrasts=pool, sessions_fraction=sessions_fraction,
                            clean_fraction=clean_fraction, skull_fraction=skull_fraction,
-                           scale=scale, complete=complete)
+                           scale=scale, complete=complete, load_mix=mix,
+                           hard_negatives=hard_negatives)
     with tqdm(total=n_subjects, unit="subject", desc="synth", disable=not progress) as bar:
         manifest = write_dataset(out_dir, n_subjects, seed, options, nprocs=nprocs,
                                  overwrite=overwrite, on_subject_done=lambda label: bar.update())

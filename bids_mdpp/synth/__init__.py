@@ -8,6 +8,11 @@ deterministically (as TorchIO's random transforms do), and recorded in the datas
   head size, smooth deformation and ventricle enlargement.
 - :mod:`~bids_mdpp.synth.lesions`: the 27 shipped MSLUB lesion masks, recombined, plus
   ellipsoids in white matter; severity, black holes, enhancement.
+- :mod:`~bids_mdpp.synth.load`, :mod:`~bids_mdpp.synth.confluent`: lesion-load classes
+  (lesion-free, low, typical, confluent high) and the maps that make them.
+- :mod:`~bids_mdpp.synth.regions`, :mod:`~bids_mdpp.synth.mimics`: where bright normal
+  anatomy lies (caps, bands, septum, cingulate, insula, choroid plexus, CSF inflow,
+  perivascular spaces) and the hard negatives drawn there, never labelled as lesion.
 - :mod:`~bids_mdpp.synth.head`: skull, scalp and fat layers around the brain.
 - :mod:`~bids_mdpp.synth.scene`: one session's canvas (anatomy, lesions, texture, vessels, head).
 - :mod:`~bids_mdpp.synth.contrasts`: tissue intensities per contrast, and painting.

@@ -15,7 +15,8 @@ The ranges were set so that synthetic images, measured like the real MSLUB patie
 CSF 0.12, lesion 0.78; T2w GM 1.30, lesion 1.72, CSF 2.88; FLAIR GM 1.15, lesion 1.38,
 CSF 0.34), bracket it, and widened to cover other scanners.  No real PDw image was at hand:
 its ranges follow the ordering above and the literature (CSF 5–30 % above GM).  :func:`paint` mixes them with the tissue
-fractions (partial volume), adds texture and the template's own anatomical detail, and
+fractions (partial volume), paints the hard negatives of :mod:`bids_mdpp.synth.mimics` into
+the tissue, mixes in the lesions, adds texture and the template's own anatomical detail, and
 surrounds the brain with the head's layers.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 
 from bids_mdpp.contrasts import CONTRASTS, T1_LIKE
 from bids_mdpp.synth.head import LAYERS, head_profile
+from bids_mdpp.synth.mimics import paint_mimics
 from bids_mdpp.synth.scene import Scene
 
 #: Non-brain layer intensities relative to WM (after the CSF layer, in LAYERS order).
@@ -158,7 +160,11 @@ def _paint_brain(params: ContrastParams, scene: Scene, box) -> np.ndarray:
     if params.black_hole_depth > 0:
         lesion -= np.float32(params.black_hole_depth) * les.black_hole[box] * (
             lesion - np.float32(params.csf))
-    image = (1.0 - fraction) * (wm + np.float32(params.gm) * gm + np.float32(params.csf) * csf)
+    tissue = wm + np.float32(params.gm) * gm + np.float32(params.csf) * csf
+    if scene.mimics is not None:
+        paint_mimics(tissue, params, scene.mimics, scene.mimic_params.intensities[params.contrast],
+                     box, gm, csf)
+    image = (1.0 - fraction) * tissue
     image += fraction * lesion
     fine, coarse = (field[box] for field in scene.texture)
     image *= 1.0 + np.float32(params.texture[0]) * fine + np.float32(params.texture[1]) * coarse

@@ -97,6 +97,19 @@ PARTICIPANTS_JSON = {
         },
     },
     "n_sessions": {"Description": "Number of sessions"},
+    "lesion_load": {
+        "Description": "Lesion-load class the subject was drawn from",
+        "Levels": {
+            "free": "no lesion (empty reference masks)",
+            "low": "a few small lesions, at most 1000 mm3 in total",
+            "typical": "recombined real lesion masks plus synthetic lesions",
+            "high": "confluent periventricular lesions, at least 50000 mm3 in total",
+        },
+    },
+    "lesion_volume_mm3": {
+        "Description": "Volume of the first session's reference lesion mask, on its grid",
+        "Units": "mm^3",
+    },
 }
 
 
@@ -156,7 +169,7 @@ def write_dataset(
     specs = [draw_subject(i, seed, options) for i in range(n_subjects)]
     _write_description(root, seed)
     results = _render_all(root, specs, nprocs, on_subject_done or (lambda label: None))
-    _write_top_level(root, specs, seed)
+    _write_top_level(root, specs, seed, results)
     manifest = {
         "GeneratedBy": {"Name": GENERATOR, "Version": __version__},
         "seed": seed,
@@ -230,6 +243,7 @@ def _write_session(
         "Sources": [f"bids:raw:{files[rendered.reference]}"],
         "SpatialReference": f"bids:raw:{files[rendered.reference]}",
         "LesionVolume_mm3": round(volume, 1),
+        "LesionLoad": session.scene.lesions.load_class,
     }, root / LESION_DERIVATIVES / _json_path(mask_relative))
     lesions = rendered.scene.lesions
     return {
@@ -239,6 +253,7 @@ def _write_session(
         "files": files,
         "mask": (LESION_DERIVATIVES / mask_relative).as_posix(),
         "lesion_volume_mm3": round(volume, 1),
+        "lesion_load": session.scene.lesions.load_class,
         "template_lesions": {
             "count": lesions.n_lesions,
             "volume_mm3": round(lesions.volume_mm3, 1),
@@ -295,9 +310,13 @@ def _write_description(root: Path, seed: int) -> None:
                "SpatialReference).\n", root / LESION_DERIVATIVES / "README")
 
 
-def _write_top_level(root: Path, specs: list[SubjectSpec], seed: int) -> None:
-    rows = "".join(f"sub-{s.label}\t{s.kind}\t{len(s.sessions)}\n" for s in specs)
-    write_text("participant_id\tsynthesis\tn_sessions\n" + rows, root / "participants.tsv")
+def _write_top_level(root: Path, specs: list[SubjectSpec], seed: int,
+                     results: dict[str, list[dict]]) -> None:
+    rows = "".join(
+        f"sub-{s.label}\t{s.kind}\t{len(s.sessions)}\t{s.sessions[0].scene.lesions.load_class}"
+        f"\t{results[s.label][0]['lesion_volume_mm3']}\n" for s in specs)
+    write_text("participant_id\tsynthesis\tn_sessions\tlesion_load\tlesion_volume_mm3\n" + rows,
+               root / "participants.tsv")
     write_json(PARTICIPANTS_JSON, root / "participants.json")
     write_text(README.format(version=__version__, seed=seed, n=len(specs)), root / "README")
     write_text("manifest.json\n", root / ".bidsignore")

@@ -17,20 +17,13 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 from bids_mdpp.imageio import load_image
 from bids_mdpp.synth.anatomy import Template
-from bids_mdpp.synth.geometry import (
-    Grid,
-    bounding_box,
-    from_sitk,
-    resample,
-    rigid_matrix,
-    smooth,
-    to_sitk,
-)
+from bids_mdpp.synth.confluent import add_confluent, cap_volume
+from bids_mdpp.synth.geometry import Grid, bounding_box, resample, rigid_matrix, smooth, to_sitk
+from bids_mdpp.synth.regions import distance_to
 
 #: Where lesions may sit: their fraction is multiplied by clip((WM − lo) / (hi − lo), 0, 1).
 WM_LOW, WM_HIGH = 0.15, 0.5
@@ -100,6 +93,14 @@ class LesionParams:
         Number of lesions that enhance after gadolinium (0 for most subjects).
     ring_fraction : float
         Probability that an enhancing lesion enhances as a ring rather than a nodule.
+    load_class : str
+        ``free``, ``low``, ``typical`` or ``high`` (:mod:`bids_mdpp.synth.load`).
+    max_volume_mm3 : float
+        Low load: lesions are dropped until their canvas volume is at most this (0: no cap).
+    confluent_mm3 : float
+        High load: confluent periventricular lesions fill the canvas volume up to this (0: none).
+    confluent_irregularity_mm : float
+        How far a smooth random field shifts the border of the confluent lesions (mm).
     """
 
     atlas: tuple[int, ...]
@@ -111,6 +112,10 @@ class LesionParams:
     black_hole_fraction: float
     n_enhancing: int
     ring_fraction: float
+    load_class: str = "typical"
+    max_volume_mm3: float = 0.0
+    confluent_mm3: float = 0.0
+    confluent_irregularity_mm: float = 0.0
 
 
 def draw_ellipsoid(rng: np.random.Generator) -> Ellipsoid:
@@ -200,17 +205,21 @@ def make_lesions(template: Template, params: LesionParams) -> LesionMaps:
             candidates = np.concatenate(list(sites.values()))
         centre = candidates[min(int(ellipsoid.site_quantile * len(candidates)), len(candidates) - 1)]
         centres.append(tuple(round(float(c), 2) for c in centre))
-        _paint_ellipsoid(union, grid, centre, ellipsoid)
+        paint_ellipsoid(union, grid, centre, ellipsoid)
+    if params.confluent_mm3 > 0:
+        union = add_confluent(union, template, params.confluent_mm3,
+                              params.confluent_irregularity_mm, params.component_seed + 1)
     box = bounding_box(union > 0.5, margin=int(np.ceil(6.0 / grid.zooms.min())))
     fraction = np.zeros(grid.shape, np.float32)
     severity, black_hole, enhancing = (np.zeros(grid.shape, np.float32) for _ in range(3))
     counts = (0, 0, 0, 0)
     if box is not None:
         sub = Grid(tuple(s.stop - s.start for s in box), grid.affine)
-        counts = _fill_box(
-            union[box], template.wm[box], sub, params, rng,
-            fraction[box], severity[box], black_hole[box], enhancing[box],
-        )
+        maps = (fraction[box], severity[box], black_hole[box], enhancing[box])
+        counts = _fill_box(union[box], template.wm[box], sub, params, rng, *maps)
+        if params.max_volume_mm3 > 0:
+            kept = cap_volume(maps, float(np.prod(grid.zooms)), params.max_volume_mm3, rng)
+            counts = _recount(maps, kept) if kept < counts[0] else counts
     voxel = float(np.prod(grid.zooms))
     return LesionMaps(
         fraction=fraction,
@@ -267,6 +276,17 @@ def _fill_box(union, wm, grid, params, rng, fraction, severity, black_hole, enha
     return n, int(n_enh), int(ring_like.sum()), int(is_black.sum())
 
 
+def _recount(maps, n_lesions: int) -> tuple[int, int, int, int]:
+    """Lesion counts after :func:`cap_volume`: enhancing ones and black holes among those left
+    (ring-enhancing ones are counted as enhancing)."""
+    fraction, _, black_hole, enhancing = maps
+    labels, n = ndimage.label(fraction > 0.5, structure=np.ones((3, 3, 3)))
+    index = np.arange(1, n + 1)
+    enhanced = np.asarray(ndimage.maximum(enhancing, labels, index)) > 0.05 if n else []
+    black = np.asarray(ndimage.maximum(black_hole, labels, index)) > 0.05 if n else []
+    return n_lesions, int(np.sum(enhanced)), 0, int(np.sum(black))
+
+
 def _keep_components(mask: np.ndarray, keep_fraction: float, rng: np.random.Generator) -> np.ndarray:
     box = bounding_box(mask, margin=1)
     if box is None:
@@ -281,7 +301,7 @@ def _keep_components(mask: np.ndarray, keep_fraction: float, rng: np.random.Gene
     return out
 
 
-def _paint_ellipsoid(volume: np.ndarray, grid: Grid, centre_mm, ellipsoid: Ellipsoid) -> None:
+def paint_ellipsoid(volume: np.ndarray, grid: Grid, centre_mm, ellipsoid: Ellipsoid) -> None:
     """Draw a soft-edged ellipsoid (1 inside, ~1 mm ramp) into ``volume`` (maximum)."""
     rotation = rigid_matrix(ellipsoid.angles_deg, (0, 0, 0))[:3, :3]
     radii = np.asarray(ellipsoid.radii_mm, float)
@@ -313,10 +333,10 @@ def lesion_sites(template: Template) -> dict[str, np.ndarray]:
     """
     grid = template.grid
     core = template.wm > 0.8
-    to_ventricle = _distance_to(template.ventricles > 0.5, grid)
-    depth = _distance_to(template.brain < 0.5, grid)
+    to_ventricle = distance_to(template.ventricles > 0.5, grid)
+    depth = distance_to(template.brain < 0.5, grid)
     cortex = (template.gm > 0.5) & (depth < 20.0)
-    to_cortex = _distance_to(cortex, grid)
+    to_cortex = distance_to(cortex, grid)
     z_mm, y_mm = _world_axis(grid, 2), _world_axis(grid, 1)
     posterior_fossa = (z_mm < -22.0) & (y_mm < -20.0)
     voxel = float(grid.zooms.max())
@@ -337,11 +357,3 @@ def _world_axis(grid: Grid, axis: int) -> np.ndarray:
     shape[axis] = grid.shape[axis]
     values = grid.affine[axis, axis] * np.arange(grid.shape[axis]) + grid.affine[axis, 3]
     return values.reshape(shape)
-
-
-def _distance_to(mask: np.ndarray, grid: Grid) -> np.ndarray:
-    """Distance (mm) of every voxel to the nearest voxel of ``mask`` (0 inside)."""
-    image = to_sitk(mask.astype(np.uint8), grid)
-    distance = from_sitk(sitk.SignedMaurerDistanceMap(
-        image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
-    return np.maximum(distance, 0.0)

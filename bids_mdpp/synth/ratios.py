@@ -56,3 +56,83 @@ def intensity_ratios(
         medians = tissue_medians(image, masks)
         out[contrast] = {k: round(v / medians["WM"], 3) for k, v in medians.items() if k != "WM"}
     return out
+
+
+#: Percentiles reported per region by :func:`region_statistics`.
+PERCENTILES = (10, 25, 50, 75, 90)
+#: Caps and bands are measured this close to the lateral ventricles (mm).
+CAP_MEASURE_MM = 3.0
+BAND_MEASURE_MM = 2.0
+#: Share of CSF around a voxel of the choroid plexus (5-voxel cube).
+ENVELOPED_FRACTION = 0.45
+
+
+def measurement_masks(regions, tissues: dict[str, np.ndarray], t1: np.ndarray,
+                      lesion: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The masks whose intensities describe the hard negatives, from :class:`Regions`.
+
+    ``tissues`` are the masks of :func:`split_tissues`; ``t1`` is the T1w image (it tells
+    the tissue-like choroid plexus from the CSF around it); ``lesion`` (dilated by one
+    voxel) is left out of every mask but its own.  Keys: ``WM``, ``GM_cortex``,
+    ``GM_deep``, ``GM_cingulate``, ``GM_insula``, ``CSF_lateral``, ``caps`` and ``bands``
+    (brighter than the GM median on T1w: no CSF partial volume), ``septum``, ``choroid``
+    (in the atria, mostly surrounded by CSF, not CSF-dark on T1w), ``CSF_inflow`` and, when
+    given, ``lesion``.
+    """
+    clear = np.ones(t1.shape, bool)
+    if lesion is not None and lesion.any():
+        clear = ~ndimage.binary_dilation(lesion.astype(bool))
+    gm = tissues["GM"]
+    special_gm = regions.deep_gm | regions.cingulate | regions.insula
+    csf_level = np.median(t1[tissues["CSF"]]) if tissues["CSF"].any() else 0.0
+    gm_level = np.median(t1[gm]) if gm.any() else 1.0
+    d = regions.to_lateral_mm
+    tissue_like = t1 > (csf_level + gm_level) / 2  # choroid plexus: not CSF on T1w
+    wm_like = t1 > gm_level  # caps and bands: no CSF partial volume
+    masks = {
+        "WM": tissues["WM"],
+        "GM_cortex": gm & ~special_gm,
+        "GM_deep": gm & regions.deep_gm,
+        "GM_cingulate": gm & regions.cingulate,
+        "GM_insula": gm & regions.insula,
+        "CSF_lateral": ndimage.binary_erosion(regions.lateral) & tissues["CSF"],
+        "caps": (regions.caps > 0) & (d <= CAP_MEASURE_MM) & wm_like,
+        "bands": (regions.caps == 0) & (d > 0) & (d <= BAND_MEASURE_MM) & ~gm & wm_like,
+        "septum": regions.septum,
+        "choroid": _enveloped(regions.choroid, regions.lateral) & tissue_like,
+        "CSF_inflow": regions.inflow & tissues["CSF"],
+    }
+    masks = {name: mask & clear for name, mask in masks.items()}
+    if lesion is not None:
+        masks["lesion"] = lesion.astype(bool)
+    return masks
+
+
+def _enveloped(zone: np.ndarray, fluid: np.ndarray) -> np.ndarray:
+    """Voxels of ``zone`` (dilated by 2) that are not ``fluid`` but mostly surrounded by it.
+
+    The choroid plexus floats in the ventricle: at least :data:`ENVELOPED_FRACTION` of a
+    5-voxel cube around it is CSF, unlike the ventricle's walls.
+    """
+    around = ndimage.uniform_filter(fluid.astype(np.float32), size=5)
+    return ndimage.binary_dilation(zone, iterations=2) & ~fluid & (around >= ENVELOPED_FRACTION)
+
+
+def region_statistics(images: dict[str, np.ndarray], masks: dict[str, np.ndarray]
+                      ) -> dict[str, dict[str, dict[str, float]]]:
+    """Per contrast and mask: percentiles of the intensity relative to the WM median.
+
+    ``masks`` must hold ``WM``.  Returns ``{contrast: {mask: {"p10": …, "p50": …, "n": …}}}``
+    (an empty mask gives only ``n`` = 0).
+    """
+    out = {}
+    for contrast, image in images.items():
+        wm = float(np.median(image[masks["WM"]]))
+        out[contrast] = {}
+        for name, mask in masks.items():
+            entry: dict[str, float] = {"n": int(mask.sum())}
+            if entry["n"]:
+                values = np.percentile(image[mask], PERCENTILES) / wm
+                entry.update({f"p{p}": round(float(v), 3) for p, v in zip(PERCENTILES, values)})
+            out[contrast][name] = entry
+    return out

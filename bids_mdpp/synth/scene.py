@@ -18,6 +18,7 @@ from bids_mdpp.synth.fields import smooth_field, tube_network
 from bids_mdpp.synth.geometry import bounding_box
 from bids_mdpp.synth.head import LAYERS, HeadParams, layer_depth
 from bids_mdpp.synth.lesions import LesionMaps, LesionParams, make_lesions
+from bids_mdpp.synth.mimics import MimicMaps, MimicParams, build_mimics
 
 #: Texture fields: fine grain and slow undulation (Gaussian sigma, mm).
 TEXTURE_SIGMA_MM = (1.0, 4.0)
@@ -33,13 +34,15 @@ SINUS_HALF_WIDTH_MM = 4.0
 
 @dataclass(frozen=True)
 class SceneParams:
-    """What makes one session's scene: anatomy, lesions, head (None: no head) and seeds."""
+    """What makes one session's scene: anatomy, lesions, head (None: no head), seeds and
+    the hard negatives (None: none)."""
 
     anatomy: AnatomyParams
     lesions: LesionParams
     head: HeadParams | None
     texture_seed: int
     vessel_seed: int
+    mimics: MimicParams | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,6 +89,10 @@ class Scene:
         Subject-space point (mm) → canvas point (mm).
     head_scale : tuple[float, float, float]
         The subject's head size relative to the template (x, y, z).
+    mimics : MimicMaps | None
+        The hard negatives (None: none).
+    mimic_params : MimicParams | None
+        What drew them (their intensities per contrast).
     """
 
     template: Template
@@ -96,6 +103,8 @@ class Scene:
     head_voxels: HeadVoxels | None
     to_canvas: sitk.Transform
     head_scale: tuple[float, float, float]
+    mimics: MimicMaps | None = None
+    mimic_params: MimicParams | None = None
 
 
 def build_scene(params: SceneParams, scale: float = 1.0, *, with_vessels: bool = True) -> Scene:
@@ -114,6 +123,8 @@ def build_scene(params: SceneParams, scale: float = 1.0, *, with_vessels: bool =
         head_voxels=None if depth is None else _head_voxels(template, params.head, depth, coarse),
         to_canvas=subject_transform(template, params.anatomy),
         head_scale=params.anatomy.head_scale,
+        mimics=None if params.mimics is None else build_mimics(template, params.mimics),
+        mimic_params=params.mimics,
     )
 
 

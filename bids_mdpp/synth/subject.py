@@ -9,7 +9,7 @@ has it, so that restricting the contrasts changes nothing else.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nibabel as nib
 import numpy as np
@@ -29,6 +29,8 @@ from bids_mdpp.synth.contrasts import ContrastParams, draw_contrast_params, pain
 from bids_mdpp.synth.geometry import nifti_image
 from bids_mdpp.synth.head import draw_head_params
 from bids_mdpp.synth.lesions import draw_ellipsoid, draw_lesion_params
+from bids_mdpp.synth.load import DEFAULT_LOAD_MIX, apply_load_class, draw_load_class
+from bids_mdpp.synth.mimics import draw_mimic_params
 from bids_mdpp.synth.scene import Scene, SceneParams, build_scene
 
 #: Probability that a subject has each contrast (FLAIR in a majority, as at real sites).
@@ -37,6 +39,10 @@ CONTRAST_PROBABILITY: dict[str, float] = {
 }
 #: Probability that a second session keeps the first session's contrasts.
 SAME_PROTOCOL_PROBABILITY = 0.7
+#: Random streams of a subject beside its main one: ``[seed, index, stream]``.  The load
+#: class and the hard negatives draw from their own, so that the main draws stay those of
+#: a generator without them.
+LOAD_STREAM, MIMIC_STREAM = 1, 2
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,10 @@ class SynthOptions:
     complete : bool
         Every session has every contrast of ``contrasts`` (as in a research protocol, or the
         UMCL data of the paper) instead of a random subset.
+    load_mix : dict[str, float]
+        Share of each lesion-load class (:mod:`bids_mdpp.synth.load`), adding up to 1.
+    hard_negatives : bool
+        Draw the bright normal anatomy of :mod:`bids_mdpp.synth.mimics`.
     """
 
     contrasts: tuple[str, ...] = CONTRASTS
@@ -66,6 +76,8 @@ class SynthOptions:
     skull_fraction: float = 0.7
     scale: float = 1.0
     complete: bool = False
+    load_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOAD_MIX))
+    hard_negatives: bool = True
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,12 @@ def draw_subject(index: int, seed: int, options: SynthOptions) -> SubjectSpec:
         vessel_seed=int(rng.integers(2**31)),
     )
     contrast_params = {c: draw_contrast_params(c, rng) for c in CONTRASTS}
+    load_rng = np.random.default_rng([seed, index, LOAD_STREAM])
+    lesions = apply_load_class(scene.lesions, draw_load_class(load_rng, options.load_mix),
+                               load_rng, scene.anatomy.head_scale)
+    mimics = (draw_mimic_params(np.random.default_rng([seed, index, MIMIC_STREAM]))
+              if options.hard_negatives else None)
+    scene = dataclasses.replace(scene, lesions=lesions, mimics=mimics)
     with_sessions = options.sessions_fraction > 0
     n_sessions = 2 if sessions_draw < options.sessions_fraction else 1
     sessions = []
@@ -152,10 +170,12 @@ def draw_subject(index: int, seed: int, options: SynthOptions) -> SubjectSpec:
 
 
 def _follow_up(scene: SceneParams, rng: np.random.Generator) -> SceneParams:
-    """A later session: slightly more atrophy and 0–3 new lesions."""
+    """A later session: slightly more atrophy and 0–3 new lesions (none when lesion-free)."""
     enlargement = scene.anatomy.ventricle_enlargement_mm + float(rng.uniform(0, 0.8))
     anatomy = dataclasses.replace(scene.anatomy, ventricle_enlargement_mm=round(enlargement, 3))
     new = tuple(draw_ellipsoid(rng) for _ in range(int(rng.integers(0, 4))))
+    if scene.lesions.load_class == "free":
+        new = ()
     lesions = dataclasses.replace(scene.lesions, ellipsoids=scene.lesions.ellipsoids + new)
     return dataclasses.replace(scene, anatomy=anatomy, lesions=lesions)
 

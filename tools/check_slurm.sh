@@ -7,8 +7,9 @@
 #
 # Stages: the cluster up (tools/slurm_cluster.sh) → a copy of the sample with two participants →
 # submit.sh (participant array, group job after it) → a finished task resubmitted (skips) → a task
-# cancelled half-way and resubmitted (resumes from WORK_ROOT) → one participant with Nipype's SLURM
-# plugin (every preprocessing step an sbatch job) → the cluster down, also on failure.
+# cancelled half-way and resubmitted (resumes from WORK_ROOT) → train.sbatch (srun + torchrun, one
+# tiny epoch) → one participant with Nipype's SLURM plugin (every preprocessing step an sbatch job)
+# → the cluster down, also on failure.
 #
 # Environment:
 #   BIDS_MDPP_VENV        the install to use (default: .venv beside this checkout, tools/install.sh)
@@ -23,6 +24,8 @@ check=${BIDS_MDPP_CHECK_DIR:-/var/tmp/bids_mdpp-slurm-check}
 timeout_s=${SLURM_CHECK_TIMEOUT:-900}
 # The jobs fit a 2-CPU node: the scripts' defaults (4 CPUs, 8 GB) would never start there.
 export SBATCH_OPTIONS="--cpus-per-task=1 --mem=4G"
+# train.sbatch asks for 2 nodes with 4 GPUs each: here one CPU node.
+train_options=(--nodes=1 --gpus-per-node=0 --cpus-per-task=2 --mem=8G)
 stage_names=()
 stage_seconds=()
 
@@ -185,13 +188,26 @@ resume_cancelled() {
   [ ! -e "$WORK_ROOT/sub-27" ] || die "the finished task left its work directory"
 }
 
+train_torchrun() {
+  local job
+  export MODEL_DIR=$check/model WORK_DIR=$check/work-train
+  echo "+ export MODEL_DIR=$MODEL_DIR WORK_DIR=$WORK_DIR"
+  job=$(show sbatch --parsable "${train_options[@]}" "$repo/docs/slurm/train.sbatch" --epochs 1 \
+        --steps-per-epoch 2 --batch-size 2 --network-size tiny --val-fraction 0.5 --val-subsets full)
+  job=${job%%;*}
+  wait_jobs "$job"
+  expect_completed "$job"
+  ls "$MODEL_DIR/model_card.json" "$MODEL_DIR/model.pt" || die "train.sbatch wrote no model in $MODEL_DIR"
+  grep -h "Model written" "bids_mdpp_train_$job.log" || die "the training log does not say the model was written"
+}
+
 nipype_slurm_plugin() {
   # Run on this node (the "login node") as docs/hpc.md shows; each Nipype step becomes a job.
   local out=$check/out-plugin work=$check/work-plugin first last outs id
   export LOGNAME=${LOGNAME:-$(id -un)}   # Nipype's SLURM plugin names the jobs after it
   first=$(scontrol show config | sed -n 's/^NEXT_JOB_ID *= *//p')
   show bids_mdpp "$BIDS_DIR" "$out" participant --participant-label 27 -w "$work" \
-    --use-plugin "$repo/docs/plugins/slurm.yml" --nprocs 2 \
+    --use-plugin "$repo/docs/plugins/slurm.yml" --nprocs 1 \
     || die "the participant with docs/plugins/slurm.yml failed"
   ls "$out/sub-27/anat/"*_label-lesion_mask.nii.gz || die "no lesion mask with the SLURM plugin"
   mapfile -t outs < <(find "$work" -path '*/batch/slurm-*.out' | sort)
@@ -222,6 +238,7 @@ timed "dataset with two participants" make_dataset
 timed "submit.sh: participant array and group job" submit_study
 timed "finished task resubmitted" resubmit_finished
 timed "cancelled task resubmitted" resume_cancelled
+timed "train.sbatch: srun + torchrun" train_torchrun
 timed "Nipype SLURM plugin" nipype_slurm_plugin
 say "stage times"
 for i in "${!stage_names[@]}"; do

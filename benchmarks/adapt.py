@@ -26,7 +26,8 @@ preprocessings per model; the model-grid scores need one.
 Usage::
 
     python benchmarks/adapt.py [--work DIR] [--direction both] [--nprocs N] [--epochs 4]
-        [--steps-per-epoch 50] [--agreement-sessions 1] [--output benchmarks/results/adapt.json]
+        [--steps-per-epoch 50] [--agreement-sessions 1] [--cross-subsets all] [--resume]
+        [--output benchmarks/results/adapt.json]
 
 ``--work`` keeps the caches and both adapted models (default: a temporary folder); results of a
 direction not run are kept from an existing ``--output``.
@@ -66,12 +67,12 @@ def real_scans_module():
 
 def adapt(real_scans, data: Path, model: Path, out: Path, work: Path, args) -> dict:
     """Run ``bids_mdpp adapt`` (own process); wall seconds, and the card's record of the run."""
-    if out.exists():
+    if out.exists() and not args.resume:
         shutil.rmtree(out)
     command = [*real_scans.bids_mdpp_command(), "adapt", str(data), str(out), "--model",
                str(model), "-w", str(work), "--epochs", str(args.epochs), "--steps-per-epoch",
                str(args.steps_per_epoch), "--seed", str(args.seed), "--agreement-sessions",
-               str(args.agreement_sessions)]
+               str(args.agreement_sessions), *(["--resume"] if args.resume else [])]
     if args.nprocs:
         command += ["--nprocs", str(args.nprocs)]
     seconds = real_scans.run_command(command, out.parent / f"{out.name}.log")
@@ -85,12 +86,12 @@ def adapt(real_scans, data: Path, model: Path, out: Path, work: Path, args) -> d
 
 
 def score_cross(real_scans, model: Path, out: Path, work: Path, args) -> dict:
-    """DSC of ``model`` on sub-26 for every subset: ``bids_mdpp calibrate --subsets all``."""
+    """DSC of ``model`` on sub-26 per subset: ``bids_mdpp calibrate --subsets CROSS_SUBSETS``."""
     if out.exists():
         shutil.rmtree(out)
     command = [*real_scans.bids_mdpp_command(), "calibrate", str(args.cross), str(out),
                "--labels", str(args.cross / "derivatives" / "manual"), "--model", str(model),
-               "--subsets", "all", "-w", str(work)]
+               "--subsets", args.cross_subsets, "-w", str(work)]
     seconds = real_scans.run_command(command, out.parent / f"{out.name}.log")
     card = json.loads((model / "model_card.json").read_text())
     scores = {}
@@ -102,6 +103,22 @@ def score_cross(real_scans, model: Path, out: Path, work: Path, args) -> dict:
                                      "threshold": threshold, "with_flair": "FLAIR" in names}
     print(f"sub-26 scored with {model.name} in {seconds:.0f} s", flush=True)
     return dict(sorted(scores.items(), key=lambda item: (-len(item[0].split("+")), item[0])))
+
+
+def dsc_summary(base: Mapping[str, Mapping], adapted: Mapping[str, Mapping]) -> dict:
+    """Mean DSC over the subsets without FLAIR and over those with it, base and adapted, and the
+    change (what the acceptance criterion reads: +0.10 without FLAIR, at most −0.02 with it)."""
+    summary = {}
+    for group, with_flair in (("without_flair", False), ("with_flair", True)):
+        names = [n for n, entry in base.items() if entry["with_flair"] == with_flair
+                 and entry["dsc"] is not None and adapted.get(n, {}).get("dsc") is not None]
+        if not names:
+            continue
+        before = sum(base[n]["dsc"] for n in names) / len(names)
+        after = sum(adapted[n]["dsc"] for n in names) / len(names)
+        summary[group] = {"subsets": names, "base": round(before, 4),
+                          "adapted": round(after, 4), "change": round(after - before, 4)}
+    return summary
 
 
 def session_volumes(model: Path, sessions, work: Path, contrasts: Sequence[str]) -> dict:
@@ -164,6 +181,9 @@ def markdown(result: Mapping) -> str:
         change = None if base["dsc"] is None or after is None else after - base["dsc"]
         lines.append(f"| {name} | {_fmt(base['dsc'])} | {_fmt(after)} | "
                      f"{'n/a' if change is None else f'{change:+.3f}'} |")
+    for group, entry in (cross.get("summary") or {}).items():
+        lines.append(f"| mean, {group.replace('_', ' ')} ({len(entry['subsets'])}) | "
+                     f"{entry['base']:.3f} | {entry['adapted']:.3f} | {entry['change']:+.3f} |")
     lines += ["", "| mslub-long subset | volumes base (mm³) | rel. diff. base | volumes adapted on "
               "sub-26 (mm³) | rel. diff. adapted |", "|---|---|---|---|---|"]
     long = result.get("mslub_cross_to_long") or {"base": {}}
@@ -196,6 +216,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps-per-epoch", type=int, default=50)
     parser.add_argument("--agreement-sessions", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cross-subsets", choices=("all", "single", "full"), default="all",
+                        help="sub-26 subsets scored: every one, each contrast alone, or all four")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue adapted models already in --work (bids_mdpp adapt --resume)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -218,12 +242,11 @@ def run(args: argparse.Namespace, previous: Mapping | None = None) -> dict:
                         work / "long-preproc", args)
         print(f"adapt on mslub-long: {on_long['wall_seconds']} s, {on_long['peak_rss_gb']} GB",
               flush=True)
-        result["mslub_long_to_cross"] = {
-            "adapt": on_long,
-            "base": score_cross(real_scans, args.model, work / "scored-base", work / "cross-work",
-                                args),
-            "adapted": score_cross(real_scans, work / "adapted-on-long", work / "scored-adapted",
-                                   work / "cross-work", args)}
+        base = score_cross(real_scans, args.model, work / "scored-base", work / "cross-work", args)
+        adapted = score_cross(real_scans, work / "adapted-on-long", work / "scored-adapted",
+                              work / "cross-work", args)
+        result["mslub_long_to_cross"] = {"adapt": on_long, "base": base, "adapted": adapted,
+                                         "summary": dsc_summary(base, adapted)}
     if args.direction in ("both", "cross-to-long"):
         on_cross = adapt(real_scans, args.cross, args.model, work / "adapted-on-cross",
                          work / "cross-preproc", args)

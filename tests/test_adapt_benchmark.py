@@ -33,7 +33,9 @@ def test_markdown_tables(bench):
             "relative_difference": 0.2}
     result = {
         "mslub_long_to_cross": {"base": {"T1w": {"dsc": 0.1}, "FLAIR": {"dsc": None}},
-                                "adapted": {"T1w": {"dsc": 0.25}, "FLAIR": {"dsc": 0.5}}},
+                                "adapted": {"T1w": {"dsc": 0.25}, "FLAIR": {"dsc": 0.5}},
+                                "summary": {"without_flair": {"subsets": ["T1w"], "base": 0.1,
+                                                              "adapted": 0.25, "change": 0.15}}},
         "mslub_cross_to_long": {"base": {"T1w": long},
                                 "adapted": {"T1w": {"volumes_mm3": {}, "relative_difference": None}}},
     }
@@ -41,3 +43,15 @@ def test_markdown_tables(bench):
     assert "| T1w | 0.100 | 0.250 | +0.150 |" in text
     assert "| FLAIR | n/a | 0.500 | n/a |" in text
     assert "| T1w | 900 / 1100 | 0.200 | none | n/a |" in text
+    assert "| mean, without flair (1) | 0.100 | 0.250 | +0.150 |" in text
+
+
+def test_mean_dsc_without_and_with_flair(bench):
+    base = {"T1w": {"dsc": 0.0, "with_flair": False}, "T2w": {"dsc": 0.2, "with_flair": False},
+            "FLAIR": {"dsc": 0.6, "with_flair": True}, "ceT1w": {"dsc": None, "with_flair": False}}
+    adapted = {"T1w": {"dsc": 0.3}, "T2w": {"dsc": 0.3}, "FLAIR": {"dsc": 0.59},
+               "ceT1w": {"dsc": 0.1}}
+    summary = bench.dsc_summary(base, adapted)
+    assert summary["without_flair"] == {"subsets": ["T1w", "T2w"], "base": 0.1, "adapted": 0.3,
+                                        "change": 0.2}
+    assert summary["with_flair"]["change"] == -0.01

@@ -11,7 +11,7 @@
 # BASE_IMAGE may instead name a CUDA runtime image with Python >= 3.11 (e.g. an Ubuntu 24.04 one);
 # Python is then installed from the distribution.  See docs/containers.md.
 
-ARG BASE_IMAGE=python:3.11-slim-bookworm
+ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -28,11 +28,16 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 # The one install recipe (also used by the README and CI): torch, then this package, into /opt/venv.
+# PIP_FIND_LINKS: a folder of wheels mounted into the build (podman build -v DIR:/wheels:ro
+# --build-arg PIP_FIND_LINKS=/wheels), e.g. a CPU build of torch; empty: the package index only.
 ARG TORCH_INDEX_URL=""
+ARG PIP_FIND_LINKS=""
 COPY . /opt/bids_mdpp
 WORKDIR /opt/bids_mdpp
+# Permissions are set in the same step: a later chmod would copy every file into a new layer (+1.9 GB).
 RUN BIDS_MDPP_VENV=/opt/venv PIP_NO_CACHE_DIR=1 bash tools/install.sh \
- && /opt/venv/bin/python -m compileall -q bids_mdpp
+ && /opt/venv/bin/python -m compileall -q bids_mdpp \
+ && chmod -R a+rX /opt/venv /opt/bids_mdpp
 
 ENV PATH=/opt/venv/bin:$PATH
 
@@ -47,7 +52,7 @@ missing = [f'{t} desc={desc} {suffix}' for t in sys.argv[1:] for desc, suffix in
            if not tf.get(t, resolution=1, desc=desc, suffix=suffix, extension='.nii.gz')]; \
 sys.exit(f'TemplateFlow files not found: {missing}' if missing else 0)" ${TEMPLATEFLOW_TEMPLATES} \
  && python -c "from nilearn.datasets import load_mni152_template; load_mni152_template(resolution=1)" \
- && chmod -R a+rX /opt/templateflow /opt/venv /opt/bids_mdpp
+ && chmod -R a+rX /opt/templateflow
 
 # Run as an unprivileged user; every place a library writes to is under /tmp, so the image also
 # runs with `docker run --read-only --tmpfs /tmp` and under any --user uid.

@@ -242,3 +242,22 @@ def test_singularity_environment_matches_the_dockerfile():
     expected = {k: v for k, v in docker_env().items() if k != "HOME"}  # HOME belongs to the runtime
     expected["BIDS_MDPP_CONTAINER"] = "singularity"
     assert exported == expected
+
+
+def test_build_arguments_leave_the_default_build_on_the_package_index():
+    defaults = docker_arg_defaults()
+    # A wheel folder is optional: without one, pip sees only the index (as for every user).
+    assert defaults["PIP_FIND_LINKS"] == "" and defaults["TORCH_INDEX_URL"] == ""
+    # A fully qualified base, so podman (which does not guess a registry) builds it as Docker does.
+    assert defaults["BASE_IMAGE"].startswith("docker.io/library/python:3.11")
+
+
+def test_permissions_are_set_in_the_layer_that_writes_the_files():
+    """A chmod in a later RUN copies every file it touches into a new layer (the venv: +1.9 GB)."""
+    runs = [r for k, r in INSTRUCTIONS if k == "RUN"]
+    for folder in ("/opt/venv", "/opt/bids_mdpp", "/opt/templateflow"):
+        writers = [r for r in runs if "chmod" in r and folder in r.split("chmod", 1)[1]]
+        assert len(writers) == 1, (folder, writers)
+        creates = {"/opt/venv": "tools/install.sh", "/opt/bids_mdpp": "tools/install.sh",
+                   "/opt/templateflow": "templateflow"}[folder]
+        assert creates in writers[0], f"{folder} is made read-accessible outside the step that writes it"

@@ -20,8 +20,9 @@ synthetic dataset with ``--synthetic DIR``):
    intensity divided by the white-matter median (WM = 1).
 
 Writes ``benchmarks/results/synth_vs_real.json`` (``sessions``: every number; ``real_range``:
-per contrast and mask the lowest and highest median over the real sessions) and prints a
-Markdown table of the medians.  Usage::
+per contrast and mask the lowest and highest median over the real sessions, masks of at
+least :data:`MIN_VOXELS` voxels; the same for ``--synthetic`` sessions) and prints a Markdown
+table of the medians.  Usage::
 
     python benchmarks/synth_vs_real.py [--work DIR] [--synthetic DIR] [--output JSON]
 """
@@ -44,6 +45,8 @@ RESULTS = HERE / "results" / "synth_vs_real.json"
 VENTRICLE_DILATION_VOXELS = 3
 #: A lateral ventricle component holds at least this much CSF (mm³).
 MIN_VENTRICLE_MM3 = 500.0
+#: Masks with fewer voxels are left out of the ranges and the table (too few to describe).
+MIN_VOXELS = 100
 #: Masks and contrasts of the printed table.
 TABLE_MASKS = ("GM_cortex", "GM_deep", "GM_cingulate", "GM_insula", "CSF_lateral", "caps",
                "bands", "septum", "choroid", "CSF_inflow", "lesion")
@@ -145,12 +148,13 @@ def measure(inputs, lesion_path: Path | None, work: Path) -> dict:
 
 
 def real_range(sessions: list[dict]) -> dict:
-    """Per contrast and mask: the lowest and highest median over ``sessions``."""
+    """Per contrast and mask: the lowest and highest median over ``sessions`` (masks of at
+    least :data:`MIN_VOXELS` voxels)."""
     out: dict = {}
     for session in sessions:
         for contrast, masks in session["statistics"].items():
             for name, entry in masks.items():
-                if "p50" not in entry:
+                if entry["n"] < MIN_VOXELS:
                     continue
                 lo, hi = out.setdefault(contrast, {}).get(name, (np.inf, -np.inf))
                 out[contrast][name] = (min(lo, entry["p50"]), max(hi, entry["p50"]))
@@ -158,13 +162,14 @@ def real_range(sessions: list[dict]) -> dict:
 
 
 def markdown(sessions: list[dict]) -> str:
-    """One row per session and contrast: the median of every mask (WM = 1)."""
+    """One row per session and contrast: the median of every mask (WM = 1; – for fewer than
+    :data:`MIN_VOXELS` voxels)."""
     lines = ["| session | contrast | " + " | ".join(TABLE_MASKS) + " |",
              "|---|---|" + "---|" * len(TABLE_MASKS)]
     for session in sessions:
         for contrast, masks in session["statistics"].items():
-            cells = [f"{masks[m]['p50']:.2f}" if "p50" in masks.get(m, {}) else "–"
-                     for m in TABLE_MASKS]
+            cells = [f"{masks[m]['p50']:.2f}" if masks.get(m, {}).get("n", 0) >= MIN_VOXELS
+                     else "–" for m in TABLE_MASKS]
             lines.append(f"| {session['session']} | {contrast} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

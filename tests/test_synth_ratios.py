@@ -52,3 +52,27 @@ def test_real_mslub_images_follow_the_orderings_the_generator_uses(shared_data):
     assert r["T2w"]["CSF"] > r["T2w"]["lesion"] > r["T2w"]["GM"] > 1.0
     assert r["FLAIR"]["lesion"] > r["FLAIR"]["GM"] > 1.0 > 2 * r["FLAIR"]["CSF"]
     assert 1.0 > r["ceT1w"]["GM"] > r["ceT1w"]["CSF"]
+
+
+def test_measurement_masks_follow_the_regions_and_leave_lesions_out():
+    from bids_mdpp.synth.anatomy import load_template
+    from bids_mdpp.synth.ratios import measurement_masks, region_statistics
+    from bids_mdpp.synth.regions import template_regions
+
+    template = load_template(0.5)
+    regions = template_regions(template)
+    tissues = {"GM": template.gm > 0.5, "WM": template.wm > 0.5, "CSF": template.csf > 0.5}
+    t1 = template.wm + 0.7 * template.gm + 0.1 * template.csf
+    lesion = np.zeros(t1.shape, bool)
+    lesion[tuple(np.argwhere(regions.caps > 0)[0])] = True  # one lesion voxel in a cap
+    masks = measurement_masks(regions, tissues, t1, lesion)
+    assert set(masks) == {"WM", "GM_cortex", "GM_deep", "GM_cingulate", "GM_insula", "CSF_lateral",
+                          "caps", "bands", "septum", "choroid", "CSF_inflow", "lesion"}
+    assert masks["caps"].any() and not (masks["caps"] & ndimage.binary_dilation(lesion)).any()
+    assert (regions.to_lateral_mm[masks["caps"]] <= 3.0).all()
+    assert not (masks["GM_cortex"] & (masks["GM_cingulate"] | masks["GM_insula"])).any()
+    flair = t1.copy()
+    flair[masks["caps"]] = 1.3
+    stats = region_statistics({"FLAIR": flair}, masks)["FLAIR"]
+    assert stats["WM"]["p50"] == pytest.approx(1.0) and stats["caps"]["p50"] == pytest.approx(1.3, rel=0.05)
+    assert stats["lesion"]["n"] == 1

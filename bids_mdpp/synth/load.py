@@ -6,7 +6,8 @@ bright periventricular rim is one.  Each subject therefore draws a load class fr
 ``typical`` subjects are exactly those the generator drew before classes existed:
 
 - ``free``: no lesion at all (an empty reference mask), also in follow-up sessions;
-- ``low``: a few small lesions, at most :data:`LOW_MAX_MM3` in total (subject space);
+- ``low``: 2–8 small ellipsoids (and, in half of them, a few components of one MSLUB
+  mask), at most :data:`LOW_MAX_MM3` in total (subject space);
 - ``typical``: the recombined MSLUB masks and ellipsoids of :mod:`bids_mdpp.synth.lesions`;
 - ``high``: those plus confluent periventricular lesions, at least :data:`HIGH_MIN_MM3`.
 
@@ -118,7 +119,7 @@ def apply_load_class(params: LesionParams, load_class: str, rng: np.random.Gener
 
 def small_ellipsoid(rng: np.random.Generator) -> Ellipsoid:
     """An ellipsoid of :func:`draw_ellipsoid` rescaled to a smallest radius in
-    :data:`LOW_RADIUS_MM` (its shape kept): 3–8 mm across."""
+    :data:`LOW_RADIUS_MM` (its shape kept: 4–7 mm across, elongated up to about 3 times)."""
     ellipsoid = draw_ellipsoid(rng)
     factor = rng.uniform(*LOW_RADIUS_MM) / min(ellipsoid.radii_mm)
     return dataclasses.replace(ellipsoid, radii_mm=tuple(

@@ -30,10 +30,10 @@ from bids_mdpp.synth.lesions import Ellipsoid, paint_ellipsoid
 from bids_mdpp.synth.regions import HORN_ZONE_MM, template_regions
 
 #: Probability that a subject shows each structure.
-PRESENCE: dict[str, float] = {"caps": 0.85, "band": 0.75, "septum": 0.6, "inflow": 0.6,
+PRESENCE: dict[str, float] = {"caps": 0.85, "band": 0.85, "septum": 0.6, "inflow": 0.6,
                               "rim": 0.7}
 #: Caps: thickness at the horn's tip (mm); band: thickness (mm); septum: opacity.
-CAP_MM, BAND_MM, SEPTUM_OPACITY = (2.0, 7.0), (0.6, 2.5), (0.4, 1.0)
+CAP_MM, BAND_MM, SEPTUM_OPACITY = (2.0, 7.0), (1.0, 3.0), (0.4, 1.0)
 #: Relative variation of the cap and band thickness (smooth field, sigma 3 mm).
 THICKNESS_VARIATION, SHAPE_SIGMA_MM = 0.35, 3.0
 #: Inflow artefacts: blob field smoothness (mm) and the share of the inflow CSF they cover.
@@ -53,10 +53,10 @@ PVS_SITES: dict[str, float] = {"basal_ganglia": 0.55, "semiovale": 0.45}
 #: docs/training.md, "Hard negatives".
 RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "FLAIR": {"wm_like": (0.15, 0.95), "cingulate": (1.0, 1.15), "insula": (1.03, 1.2),
-              "choroid": (0.6, 1.4), "inflow": (0.3, 1.1), "rim": (0.0, 0.35)},
-    "T2w": {"wm_like": (0.15, 0.9), "cingulate": (0.97, 1.1), "insula": (1.0, 1.15),
-            "choroid": (1.6, 3.0), "inflow": (0.0, 0.0), "rim": (0.0, 0.0)},
-    "PDw": {"wm_like": (0.15, 0.9), "cingulate": (0.98, 1.08), "insula": (1.0, 1.1),
+              "choroid": (0.6, 1.6), "inflow": (0.3, 1.1), "rim": (0.0, 0.35)},
+    "T2w": {"wm_like": (0.05, 0.6), "cingulate": (0.97, 1.1), "insula": (1.0, 1.15),
+            "choroid": (1.6, 3.2), "inflow": (0.0, 0.0), "rim": (0.0, 0.0)},
+    "PDw": {"wm_like": (0.05, 0.6), "cingulate": (0.98, 1.08), "insula": (1.0, 1.1),
             "choroid": (1.1, 1.5), "inflow": (0.0, 0.0), "rim": (0.0, 0.0)},
     "T1w": {"wm_like": (0.0, 0.4), "cingulate": (0.97, 1.03), "insula": (0.97, 1.05),
             "choroid": (0.4, 0.8), "inflow": (0.0, 0.0), "rim": (0.0, 0.0)},
@@ -162,7 +162,7 @@ class Patch:
 
 @dataclass(frozen=True, eq=False)
 class MimicMaps:
-    """The hard negatives of one scene on the canvas, as :class:`Patch` es (None: absent).
+    """The hard negatives of one scene on the canvas, as :class:`Patch` objects (None: absent).
 
     ``wm_like`` holds the caps, the band and the septum, in :attr:`MimicIntensity.wm_like`
     order; ``pvs`` the perivascular spaces.

@@ -54,7 +54,8 @@ def test_help_lists_the_options_without_importing_torch():
                    "--val-fraction", "--seed", "--device", "--precision", "--work-dir",
                    "--nprocs", "--omp-nthreads", "--participant-label", "--lr", "--decay-epochs",
                    "--steps-per-epoch", "--network-size", "--focal-gamma", "--ssim-weight",
-                   "--init-from", "--num-workers", "--single-contrast-p", "torchrun"):
+                   "--init-from", "--num-workers", "--single-contrast-p", "--negative-slice-p",
+                   "torchrun"):
         assert option in result.stdout, option
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
@@ -71,6 +72,7 @@ def test_help_lists_the_options_without_importing_torch():
     (["--labels", "{labels}", "--device", "cuda:7"], 64, "cuda:7"),
     (["--labels", "{empty}"], 66, "no session of"),
     (["--labels", "{labels}", "--single-contrast-p", "1.5"], 64, "--single-contrast-p"),
+    (["--labels", "{labels}", "--negative-slice-p", "1"], 64, "--negative-slice-p"),
     (["--labels", "{labels}", "--mode", "independent", "--contrasts", "FLAIR",
       "--single-contrast-p", "0.5"], 64, "needs modality drop-out"),
 ])

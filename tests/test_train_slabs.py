@@ -172,3 +172,42 @@ def test_dataset_pickles_without_its_memory_maps(caches):
     clone = pickle.loads(pickle.dumps(dataset))
     assert clone._arrays == {}
     assert torch.equal(clone[0]["image"], first["image"])
+
+
+@pytest.fixture
+def with_lesion_free(caches, tmp_path):
+    """The two subjects of ``caches`` and a lesion-free one."""
+    volumes, label, brain = normalised_subject(7, ("FLAIR",))
+    free = write_subject_cache(tmp_path / "free", key="sub-free", subject="free", volumes=volumes,
+                               label=np.zeros_like(label), brain=brain, contrasts=CONTRASTS)
+    return [*caches, free]
+
+
+def test_negative_slices_take_the_share_asked_and_come_from_brain_without_lesions(with_lesion_free):
+    plain = SlabDataset(with_lesion_free, seed=0, settings=AugmentationSettings(crop=24))
+    assert len(plain) == plain.n_lesion_slices, "off by default: lesion slices only"
+    dataset = SlabDataset(with_lesion_free, seed=0, settings=AugmentationSettings(crop=24),
+                          negative_slice_p=0.25)
+    n = dataset.n_lesion_slices
+    assert n == plain.n_lesion_slices and len(dataset) == n + round(n / 3)
+    drawn = [dataset.params(i) for i in range(n, len(dataset))]
+    assert {p.subject for p in drawn} == {0, 1, 2}, "every session, the lesion-free one too"
+    for params in drawn:
+        cache = dataset.subjects[params.subject]
+        assert params.index not in cache.lesion_slices[params.axis]
+        assert np.take(cache.brain(), params.index, axis=params.axis).sum() >= 100
+    # a negative crop lies on brain, and its label holds no lesion of a lesion-free session
+    free_item = next(i for i in range(n, len(dataset)) if dataset.params(i).subject == 2)
+    sample = dataset[free_item]
+    assert not sample["label"].any() and (sample["image"][3:6] > -1).any()
+    # drawn anew each epoch, deterministically
+    again = SlabDataset(with_lesion_free, seed=0, settings=AugmentationSettings(crop=24),
+                        negative_slice_p=0.25)
+    assert again.params(n) == dataset.params(n)
+    dataset.set_epoch(1)
+    assert [dataset.params(i) for i in range(n, len(dataset))] != drawn
+
+
+def test_negative_slice_p_must_leave_room_for_lesions(caches):
+    with pytest.raises(ValueError, match=r"negative_slice_p must lie in \[0, 1\)"):
+        SlabDataset(caches, negative_slice_p=1.0)

@@ -193,6 +193,19 @@ def test_the_model_card_records_the_single_contrast_share(tmp_path, caches):
         config(tmp_path, single_contrast_p=-0.2)
 
 
+def test_negative_slices_reach_the_dataset_and_the_card(tmp_path, caches):
+    cfg = config(tmp_path, epochs=1, negative_slice_p=0.3)
+    run = trainer(cfg, caches, validation=False)
+    assert len(run.dataset) > run.dataset.n_lesion_slices > 0
+    run.fit()
+    training = load_model(cfg.output_dir).card.training
+    assert training["lesion_slices"] == run.dataset.n_lesion_slices
+    assert training["negative_slices"] == {"share": 0.3, "candidates": len(run.dataset.negative_pool)}
+    assert training["negative_slices"]["candidates"] > 0
+    with pytest.raises(UsageError, match=r"--negative-slice-p must lie in \[0, 1\)"):
+        config(tmp_path, negative_slice_p=1.0)
+
+
 def test_metrics_log_the_peak_resident_memory_of_each_epoch(tmp_path, caches):
     cfg = config(tmp_path, epochs=2, steps_per_epoch=1)
     trainer(cfg, caches).fit()

@@ -120,6 +120,10 @@ def labelled_data_command(name: str, epilog: str):
 @click.option("--single-contrast-p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of drop-out codes that keep one contrast alone (0: the authors' "
                    "uniform draw); raise it when single-contrast inputs are not learned.")
+@click.option("--negative-slice-p", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True,
+              help="Share of training samples that are brain slices without lesions, lesion-free "
+                   "sessions included (0: lesion slices only, the authors' sampling).")
 @click.option("--crop", type=click.IntRange(min=8), default=128, show_default=True,
               help="Training crop size in voxels.")
 @click.option("--participant-label", "--participant_label", "participant_label", multiple=True,
@@ -135,7 +139,7 @@ def labelled_data_command(name: str, epilog: str):
 def train(bids_dir, output_dir, labels, contrasts, mode, epochs, batch_size, steps_per_epoch, lr,
           decay_epochs, val_fraction, val_subsets, patience, resume, init_from, seed, device,
           precision, network_size, growth_rate, layers_per_block, bottleneck_layers,
-          first_conv_channels, focal_gamma, ssim_weight, single_contrast_p, crop,
+          first_conv_channels, focal_gamma, ssim_weight, single_contrast_p, negative_slice_p, crop,
           participant_label, work_dir, nprocs, omp_nthreads, num_workers, verbose) -> int:
     """Train a ModDrop++ model on BIDS_DIR with the reference masks in --labels.
 
@@ -168,7 +172,7 @@ def train(bids_dir, output_dir, labels, contrasts, mode, epochs, batch_size, ste
         network=network_options(network_size, growth_rate, layers_per_block, bottleneck_layers,
                                 first_conv_channels),
         focal_gamma=focal_gamma, ssim_weight=ssim_weight,
-        single_contrast_p=single_contrast_p, crop=crop, num_workers=num_workers,
+        single_contrast_p=single_contrast_p, negative_slice_p=negative_slice_p, crop=crop, num_workers=num_workers,
         init_from=init_from.expanduser().absolute() if init_from else None, resume=resume,
         work_dir=work_dir.expanduser().absolute() if work_dir else None,
         participant_labels=_labels(participant_label), nprocs=nprocs or 1,

@@ -68,6 +68,8 @@ class TrainingConfig:
     focal_gamma: float = 2.0
     ssim_weight: float = 0.05
     single_contrast_p: float = 0.0
+    #: Share of training samples that are brain slices without lesions (all sessions).
+    negative_slice_p: float = 0.0
     crop: int = 128
     num_workers: int = 0
     init_from: Path | None = None
@@ -106,6 +108,9 @@ class TrainingConfig:
         if self.single_contrast_p > 0 and not MODES[self.mode].modality_dropout:
             raise UsageError(f"--single-contrast-p needs modality drop-out; mode {self.mode} "
                              "has none")
+        if not 0.0 <= self.negative_slice_p < 1.0:
+            raise UsageError(
+                f"--negative-slice-p must lie in [0, 1), got {self.negative_slice_p}")
         if self.num_workers < 0 or self.patience < 0:
             raise UsageError("--num-workers and --patience cannot be negative")
         self.network_config(self.contrasts or ("FLAIR",))  # bad network options fail now

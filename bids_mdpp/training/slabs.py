@@ -8,7 +8,11 @@ fingerprint of the inputs so that a cache is reused only while they are unchange
 2.5D slab of any orientation is read from them without loading the volume.
 
 **Samples.**  Each item of :class:`SlabDataset` is one slice with ≥ 2 lesion voxels (all
-three axes).  As in TorchIO, every random choice is first drawn into a
+three axes) or, with ``negative_slice_p`` > 0, that share of the items is a *negative* slice:
+a slice with brain (at least :data:`MIN_BRAIN_VOXELS`) and fewer lesion voxels, drawn anew for
+each epoch from every session, lesion-free sessions included, and cropped around a random brain
+voxel.  Without them the network never sees normal anatomy far from a lesion (the bright
+hard negatives of the synthetic engine, a lesion-free brain).  As in TorchIO, every random choice is first drawn into a
 :class:`SampleParams` from a generator seeded by (seed, epoch, item), then applied by
 :func:`make_sample` deterministically, so a sample does not depend on the worker that made
 it, and a resumed run sees the same samples.  The draws: a crop (default 128 × 128) placed
@@ -38,6 +42,8 @@ BACKGROUND = -1.0
 WM_PEAK = -0.5
 #: A slice is a training sample when it holds at least this many lesion voxels.
 MIN_LESION_VOXELS = 2
+#: A slice is a candidate negative sample when it holds at least this many brain voxels.
+MIN_BRAIN_VOXELS = 100
 
 
 @dataclass(frozen=True)
@@ -199,18 +205,22 @@ def draw_params(
     settings: AugmentationSettings,
     moddrop: bool,
     single_contrast_p: float = 0.0,
+    brain_plane: np.ndarray | None = None,
 ) -> SampleParams:
     """Draw one sample's parameters; ``label_plane`` (H, W) is the slice's lesion mask.
 
+    The crop is centred near a random lesion voxel, or with ``brain_plane`` (H, W) given (a
+    negative sample) near a random brain voxel; uniformly with ``settings.uniform_crop_p`` or
+    when there is no such voxel.
     ``single_contrast_p``: see :func:`bids_mdpp.nn.moddrop.draw_drop` (``single_p``)."""
     crop = settings.crop
     height, width = label_plane.shape
     padded = (max(height, crop), max(width, crop))
-    if rng.random() < settings.uniform_crop_p:
+    centres = np.argwhere((label_plane if brain_plane is None else brain_plane) > 0)
+    if rng.random() < settings.uniform_crop_p or len(centres) == 0:
         origin = tuple(int(rng.integers(0, p - crop + 1)) for p in padded)
     else:
-        lesion = np.argwhere(label_plane > 0)
-        voxel = lesion[rng.integers(len(lesion))]
+        voxel = centres[rng.integers(len(centres))]
         before = ((padded[0] - height) // 2, (padded[1] - width) // 2)
         origin = tuple(
             int(np.clip(voxel[d] + before[d] - rng.integers(0, crop), 0, padded[d] - crop))
@@ -283,7 +293,8 @@ def make_sample(
 
 
 class SlabDataset(torch.utils.data.Dataset):
-    """Augmented 2.5D crops of every slice with ≥ 2 lesion voxels, from all three axes.
+    """Augmented 2.5D crops of every slice with ≥ 2 lesion voxels, from all three axes, and
+    with ``negative_slice_p`` that share of negative slices (see the module docstring).
 
     ``contrasts`` are the model's, in its order (default: the caches'); every cache must hold
     them.  Item ``i`` of epoch ``e`` is a dict of tensors: ``image`` (K·3, C, C) float32, the
@@ -304,7 +315,10 @@ class SlabDataset(torch.utils.data.Dataset):
         settings: AugmentationSettings = AugmentationSettings(),
         moddrop: bool = True,
         single_contrast_p: float = 0.0,
+        negative_slice_p: float = 0.0,
     ):
+        if not 0.0 <= negative_slice_p < 1.0:
+            raise ValueError(f"negative_slice_p must lie in [0, 1), got {negative_slice_p}")
         self.subjects = list(subjects)
         self.seed = int(seed)
         self.settings = settings
@@ -328,8 +342,25 @@ class SlabDataset(torch.utils.data.Dataset):
                 f"reference masks of {', '.join(c.key for c in self.subjects) or 'no session'} "
                 "are empty or nearly so"
             )
-        self.items = np.asarray(rows, dtype=np.int64)
+        #: Items below this index are lesion slices, the others negative slices.
+        self.n_lesion_slices = len(rows)
+        self.negative_pool = self._negative_pool() if negative_slice_p > 0 else np.zeros((0, 3), np.int64)
+        n_negative = (int(round(len(rows) * negative_slice_p / (1.0 - negative_slice_p)))
+                      if len(self.negative_pool) else 0)
+        self.items = np.asarray(rows + [(-1, -1, -1)] * n_negative, dtype=np.int64)
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _negative_pool(self) -> np.ndarray:
+        """(subject, axis, index) of every slice with brain and below the lesion-slice count."""
+        pool = []
+        for s, cache in enumerate(self.subjects):
+            brain = cache.brain()
+            for axis in range(3):
+                counts = brain.sum(axis=tuple(a for a in range(3) if a != axis))
+                lesion = set(cache.lesion_slices[axis])
+                pool += [(s, axis, int(i)) for i in np.flatnonzero(counts >= MIN_BRAIN_VOXELS)
+                         if int(i) not in lesion]
+        return np.asarray(pool, dtype=np.int64).reshape(-1, 3)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -350,14 +381,18 @@ class SlabDataset(torch.utils.data.Dataset):
 
     def params(self, item: int) -> SampleParams:
         """The random draws of ``item`` in the current epoch."""
-        subject, axis, index = (int(v) for v in self.items[item])
         rng = np.random.default_rng((self.seed, self.epoch, int(item)))
+        negative = item >= self.n_lesion_slices
+        row = self.negative_pool[rng.integers(len(self.negative_pool))] if negative else self.items[item]
+        subject, axis, index = (int(v) for v in row)
         _, label = self.arrays(subject)
+        brain_plane = np.take(self.subjects[subject].brain(), index, axis=axis) if negative else None
         return draw_params(
             rng, subject=subject, axis=axis, index=index,
             label_plane=np.take(label, index, axis=axis),
             available=self.available[subject], settings=self.settings,
             moddrop=self.moddrop, single_contrast_p=self.single_contrast_p,
+            brain_plane=brain_plane,
         )
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:

@@ -227,7 +227,8 @@ class Trainer:
         self.dataset = SlabDataset(train, contrasts=self.contrasts, seed=config.seed,
                                    settings=AugmentationSettings(crop=config.crop),
                                    moddrop=MODES[config.mode].modality_dropout,
-                                   single_contrast_p=config.single_contrast_p)
+                                   single_contrast_p=config.single_contrast_p,
+                                   negative_slice_p=config.negative_slice_p)
         per_rank = config.steps_per_epoch * config.batch_size if config.steps_per_epoch else None
         self.sampler = EpochSampler(len(self.dataset), seed=config.seed, rank=ctx.rank,
                                     world_size=ctx.world_size, samples_per_rank=per_rank)
@@ -451,7 +452,9 @@ class Trainer:
             **self.data_card,
             "epochs": len(self.history), "epochs_planned": self.config.epochs,
             "batch_size": self.config.batch_size, "crop": self.config.crop,
-            "lesion_slices": len(self.dataset),
+            "lesion_slices": self.dataset.n_lesion_slices,
+            "negative_slices": {"share": self.config.negative_slice_p,
+                                "candidates": len(self.dataset.negative_pool)},
             "optimiser": {"name": "Adam", "lr": self.config.lr, "betas": [0.5, 0.999],
                           "decay_epochs": self.config.effective_decay_epochs},
             "loss": {"focal_gamma": self.config.focal_gamma, "focal_alpha": 0.25,

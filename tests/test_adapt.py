@@ -126,6 +126,7 @@ def test_adapt_reads_no_label_keeps_flair_and_records_it(base_model, cohort, wor
     assert adaptation["steps"] == 16 and adaptation["epochs"] == 2
     assert adaptation["seconds"] > 0 and adaptation["peak_rss_gb"] > 0
     assert adaptation["command_line"].startswith("bids_mdpp adapt")
+    assert card.metrics["adaptation"]["sessions"] == ["sub-01"]
     table = card.metrics["adaptation"]["agreement"]
     assert set(table) == set(adaptation["subsets_adapted"]) | set(adaptation["subsets_anchored"])
     assert all(0 <= row["before"] <= 1 and 0 <= row["after"] <= 1 for row in table.values())
@@ -159,7 +160,8 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(base_model, cohort, wo
     quick = [a for a in QUICK]
     quick[quick.index("--epochs") + 1] = "1"
     interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
-    common = ["--model", base_model, "-w", work, "--participant-label", "01"]
+    common = ["--model", base_model, "-w", work, "--participant-label", "01",
+              "--agreement-sessions", "0"]
     assert run_cli(["adapt", bids, interrupted, *common, *quick], capsys)[0] == 0
     status, err = run_cli(["adapt", bids, interrupted, *common, *quick], capsys)
     assert status == 64 and "--resume" in err
@@ -170,6 +172,8 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(base_model, cohort, wo
     resumed = torch.load(interrupted / "model.pt", weights_only=True)
     uninterrupted = torch.load(whole / "model.pt", weights_only=True)
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+    measured = json.loads((whole / "model_card.json").read_text())["metrics"]["adaptation"]
+    assert measured["agreement"] == {} and measured["sessions"] == []
     base = torch.load(base_model / "model.pt", weights_only=True)
     assert not all(torch.equal(base[k], uninterrupted[k]) for k in uninterrupted)
     status, err = run_cli(["adapt", bids, whole, *common, *QUICK, "--resume", "--seed", "5"],

@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -546,16 +546,22 @@ def benchmark(args: argparse.Namespace) -> dict:
     }
 
 
+def in_work_dir(run: Callable[[argparse.Namespace], dict], args: argparse.Namespace,
+                prefix: str) -> dict:
+    """``run(args)`` with ``args.work`` made absolute, or a temporary folder (removed after)
+    when it is None."""
+    if args.work is not None:
+        args.work = args.work.expanduser().absolute()
+        return run(args)
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        args.work = Path(scratch)
+        return run(args)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        if args.work is None:
-            with tempfile.TemporaryDirectory(prefix="bids_mdpp-real-scans-") as scratch:
-                args.work = Path(scratch)
-                result = benchmark(args)
-        else:
-            args.work = args.work.expanduser().absolute()
-            result = benchmark(args)
+        result = in_work_dir(benchmark, args, "bids_mdpp-real-scans-")
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.output}")

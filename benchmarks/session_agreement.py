@@ -30,7 +30,6 @@ import datetime as dt
 import json
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -173,13 +172,7 @@ def benchmark(args: argparse.Namespace) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        if args.work is None:
-            with tempfile.TemporaryDirectory(prefix="bids_mdpp-sessions-") as scratch:
-                args.work = Path(scratch)
-                result = benchmark(args)
-        else:
-            args.work = args.work.expanduser().absolute()
-            result = benchmark(args)
+        result = real_scans.in_work_dir(benchmark, args, "bids_mdpp-sessions-")
     except real_scans.BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,21 +1,14 @@
 """benchmarks/model_views.py without networks: the views of one map and their summary."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "model_views.py"
+from benchmark_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def model_views():
-    spec = importlib.util.spec_from_file_location("model_views", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("model_views")
 
 
 def test_views_of_one_map_by_hand(model_views):

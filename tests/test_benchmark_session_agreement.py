@@ -1,26 +1,18 @@
 """benchmarks/session_agreement.py without networks: moving a mask between sessions, agreement."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "session_agreement.py"
-
+from benchmark_scripts import load_script
 
 @pytest.fixture(scope="module")
 def sessions_benchmark():
-    spec = importlib.util.spec_from_file_location("session_agreement", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("real_scans", None)
+    return load_script("session_agreement")
 
 
 def test_mask_moves_onto_the_first_grid_with_the_transform(sessions_benchmark):

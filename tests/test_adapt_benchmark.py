@@ -1,24 +1,14 @@
 """benchmarks/adapt.py without networks: volume agreement, arguments and the tables."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "adapt.py"
+from benchmark_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
     """The benchmark script imported as a module."""
-    spec = importlib.util.spec_from_file_location("adapt_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["adapt_benchmark"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("adapt_benchmark", None)
+    return load_script("adapt")
 
 
 def test_the_lesion_volumes_of_two_sessions_agree_by_their_relative_difference(bench):

@@ -8,6 +8,12 @@ subset, the threshold with the best mean DSC over the sessions.  The chosen thre
 the model card's ``thresholds`` (:meth:`~bids_mdpp.model.ModelCard.threshold_for`), which the
 participant level uses for the contrasts a session has.
 
+With ``--probabilities`` it first fits a logistic recalibration of the probabilities (a scale
+and a bias on their logits, :mod:`bids_mdpp.recalibration`) by maximum likelihood over the brain
+voxels of every scored session and subset, writes it to the card's ``probability_calibration``,
+and chooses the thresholds on the recalibrated probabilities (``--no-thresholds``: none are
+chosen, and every subset uses the card's ``threshold`` on the recalibrated probabilities).
+
 The sessions should be independent of those the model was trained on and resemble the scans it
 will see; the card records which sessions were used.
 
@@ -101,11 +107,15 @@ class CalibrationConfig:
     nprocs: int = 1
     omp_nthreads: int = 1
     overwrite: bool = False
+    probabilities: bool = False
+    thresholds: bool = True
     command_line: str = ""
 
     def __post_init__(self) -> None:
         if self.subsets not in SUBSET_CHOICES:
             raise UsageError(f"--subsets must be one of {', '.join(SUBSET_CHOICES)}, got {self.subsets!r}")
+        if not self.thresholds and not self.probabilities:
+            raise UsageError("--no-thresholds leaves nothing to calibrate without --probabilities")
         if self.nprocs < 1 or self.omp_nthreads < 1:
             raise UsageError("--nprocs and --omp-nthreads must be at least 1")
 
@@ -118,10 +128,12 @@ class CalibrationConfig:
 @dataclass(frozen=True)
 class CalibrationResult:
     """What calibration chose: per subset name, the threshold, its mean DSC, the mean DSC at
-    the model's previous threshold, and how many sessions were scored."""
+    the model's previous threshold, and how many sessions were scored; with
+    ``--probabilities``, the fitted recalibration (:func:`fit_probability_calibration`)."""
 
     output_dir: Path
     chosen: dict[str, dict]
+    probability_fit: dict | None = None
 
 
 def check_output(config: CalibrationConfig, model_dir: Path) -> None:
@@ -138,8 +150,14 @@ def check_output(config: CalibrationConfig, model_dir: Path) -> None:
         raise UsageError(f"{output} already holds a model; use --overwrite to replace it")
 
 
-def score_sessions(config: CalibrationConfig, loaded, predictor) -> list[dict]:
-    """DSC curves of every labelled session and subset: rows of session, subset, curve."""
+def score_sessions(config: CalibrationConfig, loaded, predictor,
+                   keep_probabilities: bool = False) -> list[dict]:
+    """DSC curves of every labelled session and subset: rows of session, subset, curve.
+
+    With ``keep_probabilities`` each row also holds the probabilities and labels of the brain's
+    voxels (``brain_probability`` float32, ``brain_label`` bool, 1-D) and the number of
+    reference voxels outside the brain (``label_outside``), what a recalibration is fitted on.
+    """
     import nibabel as nib
 
     from bids_mdpp.training.data import find_labelled_sessions, prepare_session
@@ -167,10 +185,58 @@ def score_sessions(config: CalibrationConfig, loaded, predictor) -> list[dict]:
             curve = dice_curve(probability, label)
             rows.append({"session": prepared.key, "subset": subset_name(subset), "curve": curve,
                          "provenance": prepared.provenance})
+            if keep_probabilities:
+                rows[-1].update(brain_probability=probability[brain].astype(np.float32),
+                                brain_label=label[brain],
+                                label_outside=int(np.count_nonzero(label & ~brain)))
             LOGGER.info("%s, %s: DSC %.3f at %.2f, best %.3f", prepared.key, subset_name(subset),
                         float(np.interp(card.threshold_for(subset), THRESHOLD_GRID, curve)),
                         card.threshold_for(subset), float(curve.max()))
     return rows
+
+
+#: Brain voxels per scored prediction drawn for the recalibration fit (all when fewer).
+FIT_VOXELS_PER_PREDICTION = 200_000
+
+
+def fit_probability_calibration(rows: Sequence[dict], seed: int = 0) -> dict:
+    """Fit a logistic recalibration on the brain voxels of ``rows`` and recompute their curves.
+
+    ``rows`` come from :func:`score_sessions` with ``keep_probabilities``; from each, at most
+    :data:`FIT_VOXELS_PER_PREDICTION` brain voxels are drawn at random (every prediction
+    weighs the same, lesion-free sessions included).  Each row's ``curve`` is replaced by the
+    DSC curve of its recalibrated probabilities.  Returns the fit's record: ``scale``,
+    ``bias``, the negative log-likelihood (nats per voxel) and the expected calibration error
+    over the drawn voxels before and after, and the voxel counts.
+    """
+    from bids_mdpp import reliability
+    from bids_mdpp.recalibration import apply_logistic, fit_logistic
+
+    rng = np.random.default_rng(seed)
+    drawn_p, drawn_label = [], []
+    for row in rows:
+        n = row["brain_probability"].size
+        pick = (np.arange(n) if n <= FIT_VOXELS_PER_PREDICTION
+                else rng.choice(n, FIT_VOXELS_PER_PREDICTION, replace=False))
+        drawn_p.append(row["brain_probability"][pick])
+        drawn_label.append(row["brain_label"][pick])
+    p, label = np.concatenate(drawn_p), np.concatenate(drawn_label)
+    try:
+        fit = fit_logistic(p, label)
+    except ValueError as exc:
+        raise UsageError(f"cannot fit a probability calibration on these sessions: {exc}") from exc
+    for row in rows:
+        recalibrated = apply_logistic(row["brain_probability"], fit.scale, fit.bias)
+        outside = row["label_outside"]
+        row["curve"] = dice_curve(np.concatenate([recalibrated, np.zeros(outside, np.float32)]),
+                                  np.concatenate([row["brain_label"], np.ones(outside, bool)]))
+    ece = {when: reliability.expected_calibration_error(reliability.reliability_curve(q, label))
+           for when, q in (("before", p), ("after", apply_logistic(p, fit.scale, fit.bias)))}
+    return {"scale": round(fit.scale, 4), "bias": round(fit.bias, 4),
+            "nll_before": round(fit.nll_before, 5), "nll_after": round(fit.nll_after, 5),
+            "ece_before": round(ece["before"], 4), "ece_after": round(ece["after"], 4),
+            "voxels": fit.voxels, "lesion_voxels": fit.lesion_voxels,
+            "predictions": len(rows)}
 
 
 def choose_thresholds(rows: Sequence[dict], card) -> dict[str, dict]:
@@ -202,20 +268,37 @@ def write_curves(rows: Sequence[dict], path: Path) -> Path:
     return path
 
 
-def calibrated_card(card, chosen: dict[str, dict], rows: Sequence[dict], config: CalibrationConfig):
-    """The card with the chosen thresholds, what they were chosen on, and without real-scan
-    scores measured at other thresholds."""
+def calibrated_card(card, chosen: dict[str, dict], rows: Sequence[dict], config: CalibrationConfig,
+                    probability_fit: dict | None = None):
+    """The card with the chosen thresholds (and the fitted ``probability_fit``, if any), what
+    they were chosen on, and without real-scan scores measured at other thresholds or on other
+    probabilities."""
     from bids_mdpp.training.data import dataset_name
 
-    thresholds = {**card.thresholds, **{name: c["threshold"] for name, c in chosen.items()}}
     metrics = dict(card.metrics)
+    calibration = dict(card.probability_calibration)
+    previous_thresholds = dict(card.thresholds)
+    if probability_fit is not None:
+        calibration = {"method": "logistic", "scale": probability_fit["scale"],
+                       "bias": probability_fit["bias"], "dataset": dataset_name(config.bids_dir),
+                       "sessions": len({row["session"] for row in rows})}
+        metrics["probability_calibration"] = probability_fit
+        stale = sorted(set(previous_thresholds) - set(chosen))
+        if stale:
+            LOGGER.warning("Thresholds of subsets not scored here (%s) were chosen on the "
+                           "previous probabilities; they are left out", ", ".join(stale))
+        previous_thresholds = {k: v for k, v in previous_thresholds.items() if k in chosen}
+    thresholds = {**previous_thresholds, **{name: c["threshold"] for name, c in chosen.items()}}
     changed = {name for name, c in chosen.items() if c["threshold"] != c["previous_threshold"]}
     real = metrics.get("real_scans")
-    if isinstance(real, dict) and changed & set(real.get("dsc", {})):
+    if isinstance(real, dict) and (probability_fit is not None or changed & set(real.get("dsc", {}))):
         LOGGER.warning("The card's real-scan scores (metrics.real_scans) were measured at the "
-                       "previous thresholds; they are left out of the calibrated card")
+                       "previous thresholds or probabilities; they are left out of the calibrated card")
         metrics.pop("real_scans")
-    metrics["calibration"] = chosen
+    if chosen:
+        metrics["calibration"] = chosen
+    elif probability_fit is not None:
+        metrics.pop("calibration", None)  # chosen on the previous probabilities
     sessions = {row["session"]: row["provenance"] for row in rows}
     training = {**card.training, "calibration": {
         "dataset": dataset_name(config.bids_dir), "labels": config.labels_dir.name,
@@ -225,7 +308,7 @@ def calibrated_card(card, chosen: dict[str, dict], rows: Sequence[dict], config:
         "sessions": list(sessions.values()), "command_line": config.command_line,
     }}
     return dataclasses.replace(card, thresholds=thresholds, metrics=metrics, training=training,
-                               created="", software={})
+                               probability_calibration=calibration, created="", software={})
 
 
 def write_model_dir(source: Path, output: Path, card) -> Path:
@@ -263,15 +346,24 @@ def calibrate(config: CalibrationConfig) -> CalibrationResult:
     device = resolve_device(config.device)
     loaded = load_model(model_dir, device=device)
     predictor = Predictor(loaded, device=str(device), precision=config.precision,
-                          num_threads=config.omp_nthreads)
-    rows = score_sessions(config, loaded, predictor)
-    chosen = choose_thresholds(rows, loaded.card)
+                          num_threads=config.omp_nthreads, recalibrate=not config.probabilities)
+    rows = score_sessions(config, loaded, predictor, keep_probabilities=config.probabilities)
+    probability_fit = None
+    if config.probabilities:
+        probability_fit = fit_probability_calibration(rows)
+        LOGGER.info("Probability calibration: logit × %.3f %+.3f (ECE %.4f → %.4f, NLL %.5f → "
+                    "%.5f over %d voxels)", probability_fit["scale"], probability_fit["bias"],
+                    probability_fit["ece_before"], probability_fit["ece_after"],
+                    probability_fit["nll_before"], probability_fit["nll_after"],
+                    probability_fit["voxels"])
+    chosen = choose_thresholds(rows, loaded.card) if config.thresholds else {}
     for name, c in sorted(chosen.items()):
         LOGGER.info("%s: threshold %.2f (mean DSC %.3f; %.3f at %.2f) over %d session(s)", name,
                     c["threshold"], c["dsc"], c["dsc_at_previous"], c["previous_threshold"],
                     c["sessions"])
     write_curves(rows, config.output_dir / "calibration" / "dsc_curves.tsv")
-    card = calibrated_card(loaded.card, chosen, rows, config)
+    card = calibrated_card(loaded.card, chosen, rows, config, probability_fit)
     write_model_dir(loaded.directory, config.output_dir, card)
-    return CalibrationResult(output_dir=config.output_dir, chosen=chosen)
+    return CalibrationResult(output_dir=config.output_dir, chosen=chosen,
+                             probability_fit=probability_fit)
 

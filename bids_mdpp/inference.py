@@ -162,11 +162,15 @@ class Predictor:
         Voxels kept around the brain mask's bounding box.
     flip_tta : bool
         Also predict the left-right mirrored volumes and average (see the module docstring).
+    recalibrate : bool
+        Pass every prediction through the card's ``probability_calibration`` (when it has one);
+        False gives the network's own fused probabilities, which is what a recalibration is
+        fitted on.
     """
 
     def __init__(self, loaded_model, *, device: str = "auto", batch_size: int = 16,
                  precision: str = "auto", num_threads: int | None = None,
-                 crop_margin: int = CROP_MARGIN, flip_tta: bool = False):
+                 crop_margin: int = CROP_MARGIN, flip_tta: bool = False, recalibrate: bool = True):
         if precision not in PRECISIONS:
             raise UsageError(f"invalid precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         if batch_size < 1:
@@ -180,6 +184,7 @@ class Predictor:
         self.precision = precision
         self.crop_margin = crop_margin
         self.flip_tta = flip_tta
+        self.recalibrate = recalibrate
         self.network = copy.deepcopy(loaded_model.network).to(self.device).eval()
         if self.device.type in ("cpu", "cuda"):
             self.network = self.network.to(memory_format=torch.channels_last)
@@ -247,20 +252,28 @@ class Predictor:
 
         ``volumes``: normalised contrasts on the model grid, each ``(X, Y, Z)``, axis 0 running
         left to right.  Without a brain mask every slice of the whole volume is predicted.
+        The card's probability calibration, if any, is applied last (``recalibrate``).
         """
         with torch_threads(self.num_threads):
             probability = self._predict(volumes, brain_mask)
-            if not self.flip_tta:
-                return probability
-            mirrored = self._predict({name: np.flip(np.asarray(v), 0) for name, v in volumes.items()},
-                                     None if brain_mask is None else np.flip(np.asarray(brain_mask), 0))
-            return (probability + np.flip(mirrored, 0)) / 2.0
+            if self.flip_tta:
+                mirrored = self._predict(
+                    {name: np.flip(np.asarray(v), 0) for name, v in volumes.items()},
+                    None if brain_mask is None else np.flip(np.asarray(brain_mask), 0))
+                probability = (probability + np.flip(mirrored, 0)) / 2.0
+        return self.card.recalibrated(probability) if self.recalibrate else probability
 
     @property
     def settings(self) -> dict:
         """How the last :meth:`predict` ran, for the outputs' sidecars."""
-        return {"Precision": self.precision_used,
-                "TestTimeAugmentation": ["left-right flip"] if self.flip_tta else []}
+        settings = {"Precision": self.precision_used,
+                    "TestTimeAugmentation": ["left-right flip"] if self.flip_tta else []}
+        calibration = self.card.probability_calibration
+        if self.recalibrate and calibration:
+            settings["ProbabilityCalibration"] = {
+                "Method": calibration["method"], "Scale": calibration["scale"],
+                "Bias": calibration["bias"]}
+        return settings
 
     def _predict(self, volumes: Mapping[str, np.ndarray], brain_mask: np.ndarray | None) -> np.ndarray:
         known, shape = self._checked(volumes)

@@ -38,6 +38,7 @@ from bids_mdpp.contrasts import CONTRASTS, subset_name
 from bids_mdpp.errors import ModelError
 from bids_mdpp.imageio import atomic_path, write_json
 from bids_mdpp.nn import MODES, FCDenseNet, NetworkConfig, check_mode
+from bids_mdpp.recalibration import apply_logistic, check_probability_calibration
 
 CARD_NAME = "model_card.json"
 WEIGHTS_NAME = "model.pt"
@@ -73,6 +74,11 @@ class ModelCard:
         Thresholds for particular contrast subsets, keyed by
         :func:`~bids_mdpp.contrasts.subset_name` (``"T1w+FLAIR"``), as ``bids_mdpp calibrate``
         chooses them on labelled sessions; a subset without an entry uses ``threshold``.
+    probability_calibration : dict
+        ``{}`` (probabilities as the network gives them) or a logistic recalibration applied to
+        every prediction before the threshold (:mod:`bids_mdpp.recalibration`): ``method``
+        (``logistic``), ``scale`` > 0 and ``bias``, plus where ``bids_mdpp calibrate
+        --probabilities`` fitted them.
     network : dict
         :class:`~bids_mdpp.nn.NetworkConfig` as a dict (incl. ``dynamic_head``).
     normalisation : dict
@@ -98,6 +104,7 @@ class ModelCard:
     slices_per_contrast: int = 3
     threshold: float = 0.5
     thresholds: dict[str, float] = field(default_factory=dict)
+    probability_calibration: dict[str, Any] = field(default_factory=dict)
     normalisation: dict[str, Any] = field(default_factory=lambda: dict(KDE_WM_PEAK))
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -123,6 +130,7 @@ class ModelCard:
         if not (isinstance(self.threshold, (int, float)) and 0 < self.threshold < 1):
             raise ValueError(f"threshold must lie strictly between 0 and 1, got {self.threshold!r}")
         self._check_thresholds()
+        check_probability_calibration(self.probability_calibration)
         if not isinstance(self.normalisation, dict) or "method" not in self.normalisation:
             raise ValueError("normalisation must be a mapping with a 'method'")
         config = self.network_config
@@ -158,6 +166,14 @@ class ModelCard:
         """The threshold for an input of exactly ``contrasts`` (any order): its calibrated
         entry in ``thresholds``, else ``threshold``."""
         return float(self.thresholds.get(subset_name(contrasts), self.threshold))
+
+    def recalibrated(self, probability):
+        """``probability`` (any shape, in [0, 1]) through the card's ``probability_calibration``;
+        unchanged (the same array) when the card has none."""
+        if not self.probability_calibration:
+            return probability
+        return apply_logistic(probability, self.probability_calibration["scale"],
+                              self.probability_calibration["bias"])
 
     def real_scan_dsc(self, contrasts) -> float | None:
         """The DSC the card reports on real scans for exactly ``contrasts``, or None.

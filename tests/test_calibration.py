@@ -180,6 +180,7 @@ def test_calibrate_writes_a_model_with_thresholds_chosen_on_the_sessions(labelle
     (["--labels", "{labels}", "--model", "{tmp}/none"], 64, "--model"),
     (["--labels", "{labels}", "--subsets", "pairs"], 64, "pairs"),
     (["--labels", "{labels}", "--participant-label", "99"], 66, "sub-99"),
+    (["--labels", "{labels}", "--no-thresholds"], 64, "--no-thresholds leaves nothing"),
 ])
 def test_bad_usage_exits_with_a_clear_message(labelled, tiny_model, tmp_path, capsys, args, code,
                                               message):
@@ -196,3 +197,67 @@ def test_calibrate_without_the_bids_folder_exits_66(tmp_path, capsys):
     status, _, err = run_cli(["calibrate", tmp_path / "absent", tmp_path / "out", "--labels",
                               tmp_path], capsys)
     assert status == 66 and "absent: no such BIDS dataset folder" in err
+
+
+def test_calibrate_probabilities_fits_a_recalibration_then_thresholds_on_it(labelled, tiny_model,
+                                                                         tmp_path, capsys):
+    import nibabel as nib
+
+    from bids_mdpp.inference import Predictor
+    from bids_mdpp.model import load_model
+    from bids_mdpp.recalibration import apply_logistic
+    from bids_mdpp.training.data import find_labelled_sessions, prepare_session
+
+    bids, labels = labelled
+    out, work = tmp_path / "recalibrated", tmp_path / "work"
+    status, stdout, err = run_cli(
+        ["calibrate", bids, out, "--labels", labels, "--model", tiny_model, "-w", work,
+         "--omp-nthreads", "1", "--precision", "fp32", "--probabilities"], capsys)
+    assert status == 0, err
+    card = load_model(out).card
+    fit = card.metrics["probability_calibration"]
+    assert card.probability_calibration["method"] == "logistic"
+    assert card.probability_calibration["scale"] == fit["scale"] > 0
+    assert card.probability_calibration["bias"] == fit["bias"]
+    assert card.probability_calibration["sessions"] == 2
+    assert fit["nll_after"] <= fit["nll_before"] and fit["predictions"] == 6
+    assert f"probabilities: logit × {fit['scale']:.3f}" in stdout
+    # thresholds chosen on other probabilities, and real-scan scores, do not survive
+    assert set(card.thresholds) == {"T1w+FLAIR", "T1w", "FLAIR"}
+    assert "real_scans" not in card.metrics
+
+    # the curves written are those of the recalibrated model, as participant will run it
+    session = next(s for s in find_labelled_sessions(bids, labels, model_contrasts=card.contrasts)
+                   if s.key == "sub-01")
+    prepared = prepare_session(session, work, grid_mm=card.grid_mm, omp_nthreads=1,
+                               bids_dir=bids)
+    volumes = {c: np.asarray(nib.load(str(p)).dataobj, np.float32)
+               for c, p in prepared.images.items()}
+    brain = np.asarray(nib.load(str(prepared.brain_mask)).dataobj) > 0
+    label = prepared.label_on_grid() > 0
+    raw = Predictor(load_model(tiny_model), precision="fp32").predict(volumes, brain)
+    recalibrated = Predictor(load_model(out), precision="fp32").predict(volumes, brain)
+    assert np.allclose(recalibrated, apply_logistic(raw, fit["scale"], fit["bias"]), atol=1e-6)
+    with open(out / "calibration" / "dsc_curves.tsv", newline="") as stream:
+        row = next(r for r in csv.DictReader(stream, delimiter="\t")
+                   if (r["session"], r["subset"]) == ("sub-01", "T1w+FLAIR"))
+    expected = dice_curve(recalibrated, label)
+    assert np.allclose([float(row[f"dsc_{t:.2f}"]) for t in THRESHOLD_GRID], expected, atol=1e-3)
+
+
+def test_calibrate_probabilities_without_thresholds_keeps_one_threshold(labelled, tiny_model,
+                                                                       tmp_path, capsys):
+    from bids_mdpp.model import load_model
+
+    bids, labels = labelled
+    out = tmp_path / "probabilities-only"
+    status, stdout, err = run_cli(
+        ["calibrate", bids, out, "--labels", labels, "--model", tiny_model, "-w",
+         tmp_path / "work", "--omp-nthreads", "1", "--precision", "fp32", "--subsets", "full",
+         "--probabilities", "--no-thresholds"], capsys)
+    assert status == 0, err
+    card = load_model(out).card
+    assert card.probability_calibration["method"] == "logistic"
+    assert card.thresholds == {} and card.threshold == 0.5  # T2w's old 0.4 is dropped
+    assert "calibration" not in card.metrics and "threshold " not in stdout
+    assert card.metrics["probability_calibration"]["predictions"] == 2

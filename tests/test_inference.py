@@ -260,3 +260,28 @@ def test_flip_tta_makes_the_map_mirror_equivariant(loaded, session):
     tta = Predictor(loaded, precision="fp32", flip_tta=True)
     assert np.allclose(tta.predict(flipped, brain[::-1].copy())[::-1], tta.predict(volumes, brain),
                        atol=1e-6)
+
+
+def test_the_cards_probability_calibration_is_applied_after_fusion(loaded, session):
+    import dataclasses
+
+    from bids_mdpp.model import LoadedModel
+    from bids_mdpp.recalibration import apply_logistic
+
+    volumes, brain = session
+    raw = Predictor(loaded, precision="fp32").predict(volumes, brain)
+    calibration = {"method": "logistic", "scale": 2.0, "bias": -0.5, "fitted_on": "test"}
+    card = dataclasses.replace(loaded.card, probability_calibration=calibration)
+    recalibrated = LoadedModel(**{**{f.name: getattr(loaded, f.name)
+                                     for f in dataclasses.fields(loaded)}, "card": card})
+    predictor = Predictor(recalibrated, precision="fp32")
+    probability = predictor.predict(volumes, brain)
+    assert np.allclose(probability, apply_logistic(raw, 2.0, -0.5), atol=1e-6)
+    assert not np.allclose(probability[brain], raw[brain], atol=1e-3)
+    assert np.all(probability[~brain] == 0)  # outside the brain stays 0
+    assert predictor.settings["ProbabilityCalibration"] == {"Method": "logistic", "Scale": 2.0,
+                                                            "Bias": -0.5}
+    # what a recalibration is fitted on: the network's own probabilities
+    unchanged = Predictor(recalibrated, precision="fp32", recalibrate=False)
+    assert np.allclose(unchanged.predict(volumes, brain), raw, atol=1e-6)
+    assert "ProbabilityCalibration" not in unchanged.settings

@@ -78,3 +78,13 @@ def test_citation_file_is_written_under_logs(tmp_path):
     body = path.read_text(encoding="utf-8")
     assert body.startswith("# Methods") and PREPROC in body and REFERENCES["liu2022"] in body
     assert [p.name for p in path.parent.iterdir()] == ["CITATION.md"]  # no temporary left
+
+
+def test_probability_calibration_is_described_when_applied():
+    assert "recalibrated" not in methods_text(PREPROC, SUMMARY)
+    calibrated = {**SUMMARY, "Inference": {
+        "Precision": "fp32", "TestTimeAugmentation": [],
+        "ProbabilityCalibration": {"Method": "logistic", "Scale": 1.6, "Bias": -0.25}}}
+    text = methods_text(PREPROC, calibrated)
+    assert "recalibrated by the model's logistic map" in text
+    assert "scaled by 1.6, shifted by -0.25" in text

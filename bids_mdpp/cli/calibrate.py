@@ -37,9 +37,17 @@ OUTPUT_DIR/calibration/dsc_curves.tsv holds every session's DSC at every thresho
 @click.option("--nprocs", type=click.IntRange(min=1), help="Processes for preprocessing.")
 @click.option("--omp-nthreads", type=click.IntRange(min=1),
               help="Threads per process (default: the usable cores).")
+@click.option("--probabilities", is_flag=True,
+              help="First fit a logistic recalibration of the probabilities (a scale and a bias "
+                   "on their logits, by maximum likelihood over the brain), then choose the "
+                   "thresholds on the recalibrated probabilities.")
+@click.option("--thresholds/--no-thresholds", default=True, show_default=True,
+              help="Choose a threshold per subset; --no-thresholds (with --probabilities) only "
+                   "fits the probabilities and keeps the card's one threshold for every subset.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already in OUTPUT_DIR.")
 def calibrate(bids_dir, output_dir, labels, model_dir, subsets, participant_label, work_dir,
-              device, precision, nprocs, omp_nthreads, overwrite) -> int:
+              device, precision, nprocs, omp_nthreads, probabilities, thresholds,
+              overwrite) -> int:
     """Choose a model's threshold per contrast subset on labelled sessions.
 
     Every session with a reference mask in --labels is preprocessed as at the participant
@@ -66,9 +74,14 @@ def calibrate(bids_dir, output_dir, labels, model_dir, subsets, participant_labe
         participant_labels=_labels(participant_label),
         work_dir=work_dir.expanduser().absolute() if work_dir else None, device=device,
         precision=precision, nprocs=nprocs or 1, omp_nthreads=omp_nthreads or default_threads(nprocs),
-        overwrite=overwrite, command_line=shlex.join(["bids_mdpp", *argv]),
+        overwrite=overwrite, probabilities=probabilities, thresholds=thresholds,
+        command_line=shlex.join(["bids_mdpp", *argv]),
     )
     result = run_calibration(config)
+    if result.probability_fit is not None:
+        fit = result.probability_fit
+        click.echo(f"probabilities: logit × {fit['scale']:.3f} {fit['bias']:+.3f} (expected "
+                   f"calibration error {fit['ece_before']:.4f} → {fit['ece_after']:.4f})")
     for name, chosen in sorted(result.chosen.items()):
         click.echo(f"{name}: threshold {chosen['threshold']:.2f} (mean DSC {chosen['dsc']:.3f}; "
                    f"{chosen['dsc_at_previous']:.3f} at {chosen['previous_threshold']:.2f}; "

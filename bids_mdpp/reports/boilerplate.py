@@ -106,7 +106,7 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
         f"the 2.5D FC-DenseNet (\"Tiramisu\") of {IN_TEXT['zhang2019']} {_cite('jegou2017')}: "
         f"three adjacent slices of each contrast are stacked as input channels, and the "
         f"predictions made slice by slice in the axial, coronal and sagittal orientations are "
-        f"averaged into one lesion probability map{_tta_clause(summary)}. The model \"{model.get('Name')}\" "
+        f"averaged into one lesion probability map{_tta_clause(summary)}{_recalibration_clause(summary)}. The model \"{model.get('Name')}\" "
         f"(version {model.get('Version')}) was trained with {MODES.get(mode, mode)}, so that it "
         f"accepts any subset of the {_listing([LABELS.get(c, c) for c in summary['ModelContrasts']])} "
         f"contrasts; here "
@@ -143,6 +143,16 @@ def _tta_clause(summary: Mapping) -> str:
         return (", itself the average of the predictions on the images and on their left-right "
                 "mirror (test-time augmentation)")
     return ""
+
+
+def _recalibration_clause(summary: Mapping) -> str:
+    """How the model's probability calibration changed the map, as a clause ("" without it)."""
+    calibration = summary.get("Inference", {}).get("ProbabilityCalibration")
+    if not calibration:
+        return ""
+    return (f", then recalibrated by the model's logistic map fitted on labelled scans "
+            f"(logit scaled by {float(calibration['Scale']):.3g}, shifted by "
+            f"{float(calibration['Bias']):+.3g})")
 
 
 def write_citation(output_dir: os.PathLike | str, text: str) -> Path:

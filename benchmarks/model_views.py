@@ -24,7 +24,12 @@ Usage::
 
     python benchmarks/model_views.py [--model MODEL_DIR] [--data ../shared/data/mslub-cross] \\
         [--labels DATA/derivatives/manual] [--subsets all|single|full] [--tta off|on|both] \\
-        [--work DIR] [--output benchmarks/results/model_views.json]
+        [--work DIR] [--output benchmarks/results/model_views.json] [--write-card NAME]
+
+``--write-card NAME`` also stores the summary without ``--tta`` in the model card, under
+``metrics.views.NAME`` (the data, the reference, the command and, per subset, every view but the
+time), so a card carries its false-positive volume on lesion-free brains and its calibration
+error beside its DSC.
 """
 from __future__ import annotations
 
@@ -91,6 +96,24 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
     return summary
 
 
+#: Views kept in the model card (``--write-card``): all of :data:`AVERAGED` but the time.
+CARD_VIEWS = tuple(name for name in AVERAGED if name != "seconds")
+
+
+def card_views(result: dict) -> dict:
+    """The ``metrics.views.NAME`` entry of a model card made from a benchmark ``result``: the
+    data, reference and command, and per subset the plain (no ``--tta``) summary."""
+    subsets = {key.split("|")[0]: entry for key, entry in result["summary"].items()
+               if key.endswith("|plain")}
+    return {"data": result["data"], "labels": result["labels"], "grid": result["grid"],
+            "procedure": "benchmarks/model_views.py: one preprocessing per session, every subset "
+                         "predicted as the participant level does, mean over the sessions",
+            "command_line": result["command_line"], "created": result["created"],
+            "subsets": {name: {"sessions": entry["sessions"],
+                               **{view: entry.get(view) for view in CARD_VIEWS}}
+                        for name, entry in subsets.items()}}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     from bids_mdpp.model import DEFAULT_MODEL_DIR
 
@@ -104,7 +127,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="preprocessing cache (kept: a second run only predicts)")
     parser.add_argument("--nprocs", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--write-card", metavar="NAME",
+                        help="store the summary in MODEL/model_card.json as metrics.views.NAME")
     args = parser.parse_args(argv)
+    if args.write_card is not None and not args.write_card.replace("-", "_").isidentifier():
+        parser.error(f"--write-card {args.write_card!r}: use letters, digits, '-' and '_' only")
+    if args.write_card is not None and args.tta == "on":
+        parser.error("--write-card stores the predictions without --tta; use --tta off or both")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.labels = args.labels or args.data / "derivatives" / "manual"
     return args
@@ -163,6 +192,15 @@ def main(argv=None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.output}")
+    if args.write_card:
+        sys.path.insert(0, str(HERE))
+        import real_scans  # the card writer both benchmarks share
+
+        entry = card_views(result)
+        path = real_scans.update_card_metrics(
+            args.model, lambda metrics: metrics.setdefault("views", {}).__setitem__(
+                args.write_card, entry))
+        print(f"updated {path} (metrics.views.{args.write_card})")
     return 0
 
 

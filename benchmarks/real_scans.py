@@ -463,6 +463,13 @@ def write_card_section(model_dir: Path, result: Mapping, data_dir: Path, labels_
 
     Every other key of the card is kept as it is; the new card is checked before it is written.
     """
+    return update_card_metrics(model_dir, lambda metrics: metrics.__setitem__(
+        "real_scans", card_section(result, metrics.get("real_scans"), data_dir, labels_dir)))
+
+
+def update_card_metrics(model_dir: Path, update: Callable[[dict], None]) -> Path:
+    """Let ``update`` change the ``metrics`` of ``model_dir/model_card.json`` in place, check the
+    card, and write it (atomically); every other key is kept.  Returns the card's path."""
     from bids_mdpp.imageio import write_json
     from bids_mdpp.model import CARD_NAME, ModelCard
 
@@ -471,7 +478,7 @@ def write_card_section(model_dir: Path, result: Mapping, data_dir: Path, labels_
     metrics = values.get("metrics")
     if not isinstance(metrics, dict):
         metrics = values["metrics"] = {}
-    metrics["real_scans"] = card_section(result, metrics.get("real_scans"), data_dir, labels_dir)
+    update(metrics)
     try:
         ModelCard.from_dict(values)
     except (KeyError, TypeError, ValueError) as exc:

@@ -39,3 +39,53 @@ def test_summary_averages_per_subset_and_tta(model_views):
     assert plain["sessions"] == 2 and plain["dsc"] == pytest.approx(0.6)
     assert plain["seconds"] == 11 and plain["ece_brain"] == 0.1 and plain["best_dsc"] is None
     assert summary["FLAIR|tta"]["dsc"] == 0.8
+
+
+def test_card_views_keep_the_plain_summary_without_time(model_views):
+    result = {"data": "/d", "labels": "/d/derivatives/lesions", "grid": "model grid (1 mm)",
+              "command_line": "python benchmarks/model_views.py", "created": "2026-01-01",
+              "summary": {"FLAIR|plain": {"sessions": 2, "dsc": 0.6, "seconds": 9.0,
+                                          "false_positive_away_mm3": 120.0, "ece_brain": 0.01},
+                          "FLAIR|tta": {"sessions": 2, "dsc": 0.7, "seconds": 20.0}}}
+    entry = model_views.card_views(result)
+    assert entry["data"] == "/d" and entry["command_line"].startswith("python benchmarks")
+    assert set(entry["subsets"]) == {"FLAIR"}
+    flair = entry["subsets"]["FLAIR"]
+    assert flair["dsc"] == 0.6 and flair["false_positive_away_mm3"] == 120.0
+    assert flair["sessions"] == 2 and "seconds" not in flair and flair["best_dsc"] is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--write-card", "lesion free"], "letters, digits"),
+    (["--write-card", "free", "--tta", "on"], "without --tta"),
+])
+def test_bad_write_card_options_are_refused(model_views, capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        model_views.parse_args(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_card_metrics_are_updated_in_place_and_checked(tmp_path):
+    import json
+
+    from bids_mdpp.model import ModelCard, save_model
+    from bids_mdpp.nn import build_network
+
+    real_scans = load_script("real_scans")
+    card = ModelCard(name="m", version="0", contrasts=("FLAIR",), mode="independent",
+                     network={"n_contrasts": 1, "growth_rate": 4, "down_blocks": [1],
+                              "up_blocks": [1], "bottleneck_layers": 1,
+                              "first_conv_channels": 8, "dynamic_head": False},
+                     metrics={"dsc": {"FLAIR": 0.5}})
+    directory = save_model(tmp_path / "m", build_network(card.network), card)
+    path = real_scans.update_card_metrics(
+        directory, lambda metrics: metrics.setdefault("views", {}).__setitem__("free", {"x": 1}))
+    values = json.loads(path.read_text())
+    assert values["metrics"] == {"dsc": {"FLAIR": 0.5}, "views": {"free": {"x": 1}}}
+    assert values["name"] == "m"
+    # a card that would not load is never written
+    values["threshold"] = 2.0
+    path.write_text(json.dumps(values))
+    with pytest.raises(real_scans.BenchmarkError, match="would be invalid"):
+        real_scans.update_card_metrics(directory, lambda metrics: None)
+    assert json.loads(path.read_text())["threshold"] == 2.0

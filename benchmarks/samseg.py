@@ -44,9 +44,10 @@ SAMSEG is no dependency of bids_mdpp: it lives in its own virtual environment
     python3 -m venv /opt/samseg-venv
     /opt/samseg-venv/bin/pip install samseg tensorflow-cpu "numpy<2"
 
-(samseg 0.4a0 with tensorflow-cpu 2.21 and numpy 1.26 on Python 3.11: about 75 s and 1.9 GB,
-1.3 GB of which is TensorFlow, which ``--lesion`` needs; samseg 0.4a0 does not run with
-numpy 2.)  This script only calls ``DIR/bin/run_samseg`` as a subprocess.
+(samseg 0.4a0 with tensorflow-cpu 2.21 and numpy 1.26.4 on Python 3.11: about 75 s and 1.9 GB,
+1.3 GB of which is TensorFlow.  samseg does not require TensorFlow, but ``--lesion`` imports it
+for the lesion shape model; samseg 0.4a0 itself requires numpy < 2.)  This script only calls
+``DIR/bin/run_samseg`` as a subprocess.
 
 Each run's output stays in ``--work`` (``WORK/<subset>/<session>/``, with ``samseg.log`` and
 ``run.json``); a session whose ``run.json`` says it finished, with the same inputs and options,

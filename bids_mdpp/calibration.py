@@ -295,6 +295,12 @@ def calibrated_card(card, chosen: dict[str, dict], rows: Sequence[dict], config:
         LOGGER.warning("The card's real-scan scores (metrics.real_scans) were measured at the "
                        "previous thresholds or probabilities; they are left out of the calibrated card")
         metrics.pop("real_scans")
+    views = metrics.get("views")
+    if views and (probability_fit is not None or changed):
+        LOGGER.warning("The card's views (metrics.views: %s) were measured at the previous "
+                       "thresholds or probabilities; they are left out of the calibrated card",
+                       ", ".join(views))
+        metrics.pop("views")
     if chosen:
         metrics["calibration"] = chosen
     elif probability_fit is not None:

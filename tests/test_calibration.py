@@ -118,7 +118,8 @@ def tiny_model(tmp_path_factory):
     torch.manual_seed(0)
     card = ModelCard(**card_values(
         thresholds={"T2w": 0.4},
-        metrics={"real_scans": {"dsc": {"T1w+FLAIR": 0.5}}}))
+        metrics={"real_scans": {"dsc": {"T1w+FLAIR": 0.5}},
+                 "views": {"synthetic": {"subsets": {"FLAIR": {"dsc": 0.4}}}}}))
     network = build_network(card.network)
     network.reset_parameters(std=0.2)
     directory = tmp_path_factory.mktemp("model") / "tiny"
@@ -161,6 +162,9 @@ def test_calibrate_writes_a_model_with_thresholds_chosen_on_the_sessions(labelle
     # real-scan scores measured at the old thresholds do not survive a changed threshold
     changed = card.thresholds["T1w+FLAIR"] != 0.5
     assert ("real_scans" in card.metrics) != changed
+    any_changed = any(c["threshold"] != c["previous_threshold"]
+                      for c in card.metrics["calibration"].values())
+    assert ("views" in card.metrics) != any_changed
     record = card.training["calibration"]
     assert [s["session"] for s in record["sessions"]] == ["sub-01", "sub-02"]
     assert record["command_line"].startswith("bids_mdpp calibrate")
@@ -224,7 +228,7 @@ def test_calibrate_probabilities_fits_a_recalibration_then_thresholds_on_it(labe
     assert f"probabilities: logit × {fit['scale']:.3f}" in stdout
     # thresholds chosen on other probabilities, and real-scan scores, do not survive
     assert set(card.thresholds) == {"T1w+FLAIR", "T1w", "FLAIR"}
-    assert "real_scans" not in card.metrics
+    assert "real_scans" not in card.metrics and "views" not in card.metrics
 
     # the curves written are those of the recalibrated model, as participant will run it
     session = next(s for s in find_labelled_sessions(bids, labels, model_contrasts=card.contrasts)

@@ -15,7 +15,7 @@ from bids_mdpp.model import load_model
 from bids_mdpp.training import NETWORK_SIZES, TrainingConfig
 from bids_mdpp.training.distributed import init_distributed
 from bids_mdpp.training.slabs import write_subject_cache
-from bids_mdpp.training.trainer import Trainer, contrast_subsets, lr_factor
+from bids_mdpp.training.trainer import Trainer, contrast_subsets, dice, lr_factor
 
 CONTRASTS = ("T1w", "FLAIR", "T2w")
 
@@ -235,3 +235,57 @@ def test_free_memory_goes_back_to_the_kernel_every_few_steps_and_after_validatio
     # steps 2 and 4 of each epoch, then once after each epoch's validation
     assert len(calls) == 2 * (2 + 1)
     assert steps_seen == [0, 0, 1, 1, 2, 3, 3, 4, 4, 5]
+
+
+def test_lesion_free_validation_sessions_are_scored_by_volume_not_dsc(tmp_path, caches):
+    volumes, label, brain = normalised_subject(4, CONTRASTS)
+    free = write_subject_cache(tmp_path / "sub-4", key="sub-4", subject="4", volumes=volumes,
+                               label=np.zeros_like(label), brain=brain, contrasts=CONTRASTS)
+    ctx = init_distributed(torch.device("cpu"))
+    cfg = config(tmp_path, val_subsets="full")
+    run = Trainer(cfg, cfg.contrasts, caches[:2], [caches[2], free], ctx=ctx,
+                  data_card={"dataset": "tiny", "grid_mm": 1.0})
+    # a network that calls every brain voxel lesion
+    with torch.no_grad():
+        run.network.final_conv.bias.fill_(20.0)
+    scores = run.validate()
+    expected = dice(np.asarray(caches[2].brain()) > 0, np.asarray(caches[2].label()) > 0)
+    assert scores["val_dsc_T1w+FLAIR+T2w"] == pytest.approx(expected)
+    assert scores["val_mean_dsc"] == pytest.approx(expected)  # the lesion-free session is not in it
+    assert scores["val_lesion_free_mm3"] == pytest.approx(float((np.asarray(brain) > 0).sum()))
+
+    alone = Trainer(cfg, cfg.contrasts, caches[:2], [free], ctx=ctx,
+                    data_card={"dataset": "tiny", "grid_mm": 1.0})
+    with torch.no_grad():
+        alone.network.final_conv.bias.fill_(-20.0)
+    assert alone.validate() == {"val_lesion_free_mm3": 0.0}  # no DSC: nothing to choose by
+
+
+def test_keep_last_writes_the_last_epoch_and_resume_rewrites_only_the_model(tmp_path, caches):
+    cfg = config(tmp_path, epochs=3)
+    run = trainer(cfg, caches)
+    scores = iter([0.5, 0.4, 0.3])  # the first epoch is the best by validation
+    run.validate = lambda: {"val_mean_dsc": next(scores)}
+    run.fit()
+    best = torch.load(cfg.training_dir / "best.pt", weights_only=True)
+    written = torch.load(cfg.output_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(best[k], written[k]) for k in best)
+    assert load_model(cfg.output_dir).card.metrics["epoch"] == 1
+
+    # --resume --keep last after the last epoch: no training, the last epoch's weights written
+    again = trainer(dataclasses.replace(cfg, resume=True, keep="last"), caches)
+    seen = []
+    again.hooks.append(lambda run, row: seen.append(row["epoch"]))
+    again.fit()
+    assert seen == []
+    last = torch.load(cfg.training_dir / "checkpoint.pt", weights_only=True)["model"]
+    written = torch.load(cfg.output_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(last[k], written[k]) for k in last)
+    assert not all(torch.equal(best[k], written[k]) for k in best)
+    metrics = load_model(cfg.output_dir).card.metrics
+    assert metrics["epoch"] == 3 and metrics["kept"] == "last" and metrics["mean_dsc"] == 0.3
+
+
+def test_keep_must_be_best_or_last(tmp_path):
+    with pytest.raises(UsageError, match="--keep"):
+        config(tmp_path, keep="median")

@@ -97,6 +97,10 @@ def labelled_data_command(name: str, epilog: str):
               show_default=True, help="Validate every contrast subset, or only the full input.")
 @click.option("--patience", type=click.IntRange(min=0), default=20, show_default=True,
               help="Stop after this many epochs without a better validation DSC (0: never).")
+@click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Which epoch's weights become the model: the best by the validation DSC, or "
+                   "the last (when the validation sessions are too few to choose by). With "
+                   "--resume after the last epoch, only the model is written again.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT_DIR from its checkpoint.")
 @click.option("--init-from", "init_from", type=click.Path(path_type=Path),
               help="Fine-tune this model directory instead of starting from random weights.")
@@ -137,7 +141,7 @@ def labelled_data_command(name: str, epilog: str):
               help="DataLoader worker processes preparing batches.")
 @click.option("-v", "--verbose", count=True, help="More output.")
 def train(bids_dir, output_dir, labels, contrasts, mode, epochs, batch_size, steps_per_epoch, lr,
-          decay_epochs, val_fraction, val_subsets, patience, resume, init_from, seed, device,
+          decay_epochs, val_fraction, val_subsets, patience, keep, resume, init_from, seed, device,
           precision, network_size, growth_rate, layers_per_block, bottleneck_layers,
           first_conv_channels, focal_gamma, ssim_weight, single_contrast_p, negative_slice_p, crop,
           participant_label, work_dir, nprocs, omp_nthreads, num_workers, verbose) -> int:
@@ -167,7 +171,7 @@ def train(bids_dir, output_dir, labels, contrasts, mode, epochs, batch_size, ste
         bids_dir=bids_dir, output_dir=output_dir, labels_dir=labels.expanduser().absolute(),
         contrasts=model_contrasts, mode=mode, epochs=epochs, batch_size=batch_size, lr=lr,
         decay_epochs=decay_epochs, steps_per_epoch=steps_per_epoch, val_fraction=val_fraction,
-        val_subsets=val_subsets, patience=patience, seed=seed, device=device,
+        val_subsets=val_subsets, patience=patience, keep=keep, seed=seed, device=device,
         precision=precision,
         network=network_options(network_size, growth_rate, layers_per_block, bottleneck_layers,
                                 first_conv_channels),

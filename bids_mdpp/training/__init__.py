@@ -61,6 +61,7 @@ class TrainingConfig:
     val_fraction: float = 0.2
     val_subsets: str = "all"
     patience: int = 20
+    keep: str = "best"
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -111,6 +112,8 @@ class TrainingConfig:
         if not 0.0 <= self.negative_slice_p < 1.0:
             raise UsageError(
                 f"--negative-slice-p must lie in [0, 1), got {self.negative_slice_p}")
+        if self.keep not in ("best", "last"):
+            raise UsageError(f"--keep must be 'best' or 'last', got {self.keep!r}")
         if self.num_workers < 0 or self.patience < 0:
             raise UsageError("--num-workers and --patience cannot be negative")
         self.network_config(self.contrasts or ("FLAIR",))  # bad network options fail now

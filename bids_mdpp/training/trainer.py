@@ -17,8 +17,8 @@ mean validation DSC on whole held-out volumes (the :class:`~bids_mdpp.inference.
 for every contrast subset the validation sessions have), ``training/checkpoint.pt`` (model,
 optimiser, scheduler, epoch, RNG states, metrics; written atomically), ``training/best.pt``
 when the mean DSC improved, and ``training/metrics.csv``.  Training stops early after
-``patience`` epochs without improvement.  At the end the best (or, without validation, the
-last) weights become the model directory with its model card.
+``patience`` epochs without improvement.  At the end the best (``keep="last"``, or without
+validation: the last) weights become the model directory with its model card.
 
 Each epoch's row of ``metrics.csv`` also holds the process's peak resident memory so far
 (``peak_rss_gb``), so that a run's memory can be followed from its log.  The allocator's free
@@ -354,6 +354,15 @@ class Trainer:
         return broadcast_object(scores, self.ctx)
 
     def _validate(self) -> dict[str, float]:
+        """``val_dsc_<subset>``: mean DSC over the validation sessions with lesions;
+        ``val_mean_dsc``: their mean, the selection criterion; ``val_lesion_free_mm3``: the
+        mean volume (mm³) predicted on lesion-free sessions over every subset scored there.
+
+        A lesion-free session's DSC is 1 when nothing at all is predicted and 0 for a single
+        voxel, so it would choose the epochs that predict least; it is scored by the volume
+        predicted instead.  Without any session with lesions there is no ``val_mean_dsc``,
+        and the last epoch is kept.
+        """
         from bids_mdpp.inference import Predictor
         from bids_mdpp.model import LoadedModel
 
@@ -362,17 +371,25 @@ class Trainer:
         predictor = Predictor(loaded, device=str(self.device), batch_size=self.config.batch_size,
                               precision=self.config.precision)
         which = "full" if self.config.mode == "independent" else self.config.val_subsets
+        voxel_mm3 = float(self.data_card.get("grid_mm", self.config.grid_mm)) ** 3
         per_subset: dict[str, list[float]] = {}
+        lesion_free_mm3: list[float] = []
         for cache in self.validation:
             volumes = cache.volumes()
             brain = np.asarray(cache.brain()) > 0
             label = np.asarray(cache.label()) > 0
             present = [c for c in self.contrasts if c in volumes]
             for subset in contrast_subsets(present, which):
-                prob = predictor.predict({c: volumes[c] for c in subset}, brain)
-                per_subset.setdefault(subset_name(subset), []).append(dice(prob >= 0.5, label))
+                predicted = predictor.predict({c: volumes[c] for c in subset}, brain) >= 0.5
+                if label.any():
+                    per_subset.setdefault(subset_name(subset), []).append(dice(predicted, label))
+                else:
+                    lesion_free_mm3.append(float(predicted.sum()) * voxel_mm3)
         means = {f"val_dsc_{name}": float(np.mean(v)) for name, v in per_subset.items()}
-        means["val_mean_dsc"] = float(np.mean(list(means.values())))
+        if means:
+            means["val_mean_dsc"] = float(np.mean(list(means.values())))
+        if lesion_free_mm3:
+            means["val_lesion_free_mm3"] = float(np.mean(lesion_free_mm3))
         return means
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -438,13 +455,16 @@ class Trainer:
         from bids_mdpp import __version__
         from bids_mdpp.model import ModelCard, software_versions
 
-        best = next((row for row in self.history if row.get("epoch") == self.best_epoch), None)
+        kept = self.kept_epoch
+        best = next((row for row in self.history if row.get("epoch") == kept), None)
         metrics = {}
-        if best is not None:
+        if best is not None and "val_mean_dsc" in best:
             metrics = {
                 "dsc": {k[len("val_dsc_"):]: v for k, v in best.items() if k.startswith("val_dsc_")},
-                "mean_dsc": best["val_mean_dsc"], "epoch": self.best_epoch,
+                "mean_dsc": best["val_mean_dsc"], "epoch": kept, "kept": self.config.keep,
                 "validation_sessions": [c.key for c in self.validation],
+                **({"lesion_free_mm3": best["val_lesion_free_mm3"]}
+                   if "val_lesion_free_mm3" in best else {}),
                 "procedure": "whole volumes, three orientations fused, threshold 0.5 "
                              f"({'every contrast subset' if self.config.val_subsets == 'all' else 'full input only'})",
             }
@@ -479,16 +499,26 @@ class Trainer:
             training=training, metrics=metrics, software=software_versions(),
         )
 
+    @property
+    def kept_epoch(self) -> int:
+        """The epoch whose weights :meth:`write_model` writes: the best by the validation DSC,
+        or the last one trained (``keep="last"``, or no validation score)."""
+        if self.config.keep == "best" and self.best_epoch:
+            return self.best_epoch
+        return len(self.history)
+
     def write_model(self) -> Path:
-        """Save the best (else the last) weights and the model card as the model directory."""
+        """Save the kept epoch's weights (:attr:`kept_epoch`) and the model card as the model
+        directory."""
         from bids_mdpp.model import save_model
 
         network = copy.deepcopy(self.network).cpu().eval()
-        if self.best_epoch and self.best_path.is_file():
+        kept = self.kept_epoch
+        if kept == self.best_epoch and kept != len(self.history) and self.best_path.is_file():
             network.load_state_dict(torch.load(self.best_path, map_location="cpu",
                                                weights_only=True))
         directory = save_model(self.config.output_dir, network, self.model_card())
         LOGGER.info("Model written to %s (%s)", directory,
-                    f"best epoch {self.best_epoch}, mean validation DSC {self.best_score:.4f}"
-                    if self.best_epoch else f"after {len(self.history)} epochs, no validation")
+                    f"best epoch {kept}, mean validation DSC {self.best_score:.4f}"
+                    if kept == self.best_epoch else f"last epoch, {kept}")
         return directory

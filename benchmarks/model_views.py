@@ -28,8 +28,10 @@ Usage::
 
 ``--write-card NAME`` also stores the summary without ``--tta`` in the model card, under
 ``metrics.views.NAME`` (the data, the reference, the command and, per subset, every view but the
-time), so a card carries its false-positive volume on lesion-free brains and its calibration
-error beside its DSC.
+time, and ``kind``: ``synthetic`` for data ``bids_mdpp synth`` wrote, else ``real``), so a card
+carries its false-positive volume on lesion-free brains and its calibration error beside its
+DSC; the participant level's low-accuracy caution reads the DSC of ``real`` views for subsets
+that ``metrics.real_scans`` lacks.
 """
 from __future__ import annotations
 
@@ -100,12 +102,25 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
 CARD_VIEWS = tuple(name for name in AVERAGED if name != "seconds")
 
 
+def dataset_kind(data_dir: Path) -> str:
+    """``synthetic`` for a dataset ``bids_mdpp synth`` wrote (its dataset_description.json's
+    ``GeneratedBy``), else ``real``; the card's real-scan DSC reads only ``real`` views."""
+    try:
+        description = json.loads((data_dir / "dataset_description.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return "real"
+    generators = description.get("GeneratedBy") if isinstance(description, dict) else None
+    names = [g.get("Name") for g in generators or [] if isinstance(g, dict)]
+    return "synthetic" if "bids_mdpp synth" in names else "real"
+
+
 def card_views(result: dict) -> dict:
     """The ``metrics.views.NAME`` entry of a model card made from a benchmark ``result``: the
     data, reference and command, and per subset the plain (no ``--tta``) summary."""
     subsets = {key.split("|")[0]: entry for key, entry in result["summary"].items()
                if key.endswith("|plain")}
-    return {"data": result["data"], "labels": result["labels"], "grid": result["grid"],
+    return {"data": result["data"], "kind": dataset_kind(Path(result["data"])),
+            "labels": result["labels"], "grid": result["grid"],
             "procedure": "benchmarks/model_views.py: one preprocessing per session, every subset "
                          "predicted as the participant level does, mean over the sessions",
             "command_line": result["command_line"], "created": result["created"],

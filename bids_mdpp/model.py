@@ -178,15 +178,28 @@ class ModelCard:
     def real_scan_dsc(self, contrasts) -> float | None:
         """The DSC the card reports on real scans for exactly ``contrasts``, or None.
 
-        ``metrics.real_scans.dsc`` is keyed like the validation metrics, by
+        ``metrics.real_scans.dsc`` (``benchmarks/real_scans.py``: the participant level on the
+        native grid) is keyed like the validation metrics, by
         :func:`~bids_mdpp.contrasts.subset_name` (``"T1w+FLAIR"``); any order of ``contrasts``
-        finds its entry.
+        finds its entry.  A subset it lacks is looked up in the real-scan entries of
+        ``metrics.views`` (``benchmarks/model_views.py --write-card``, ``"kind": "real"``, on
+        the model grid), averaged over them.
         """
         name = subset_name(contrasts)
-        real = self.metrics.get("real_scans") if isinstance(self.metrics, dict) else None
+        metrics = self.metrics if isinstance(self.metrics, dict) else {}
+        real = metrics.get("real_scans")
         table = real.get("dsc") if isinstance(real, dict) else None
         value = table.get(name) if isinstance(table, dict) else None
-        return float(value) if isinstance(value, (int, float)) else None
+        if isinstance(value, (int, float)):
+            return float(value)
+        views = metrics.get("views")
+        found = [entry["subsets"][name]["dsc"] for entry in
+                 (views.values() if isinstance(views, dict) else ())
+                 if isinstance(entry, dict) and entry.get("kind") == "real"
+                 and isinstance(entry.get("subsets"), dict)
+                 and isinstance(entry["subsets"].get(name), dict)
+                 and isinstance(entry["subsets"][name].get("dsc"), (int, float))]
+        return float(sum(found) / len(found)) if found else None
 
     @property
     def network_config(self) -> NetworkConfig:

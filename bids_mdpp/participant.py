@@ -113,7 +113,7 @@ def accuracy_caution(card, contrasts) -> str | None:
     if dsc is None or dsc >= LOW_REAL_SCAN_DSC:
         return None
     return (f"with only {', '.join(contrasts)}, this model reached DSC {dsc:.2f} on a real patient "
-            f"(model card, metrics.real_scans); check the mask by eye, or use a model trained on "
+            f"(model card); check the mask by eye, or use a model trained on "
             f"labelled scans with these contrasts (bids_mdpp train)")
 
 

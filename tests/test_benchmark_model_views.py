@@ -49,6 +49,7 @@ def test_card_views_keep_the_plain_summary_without_time(model_views):
                           "FLAIR|tta": {"sessions": 2, "dsc": 0.7, "seconds": 20.0}}}
     entry = model_views.card_views(result)
     assert entry["data"] == "/d" and entry["command_line"].startswith("python benchmarks")
+    assert entry["kind"] == "real"  # no dataset_description.json written by bids_mdpp synth
     assert set(entry["subsets"]) == {"FLAIR"}
     flair = entry["subsets"]["FLAIR"]
     assert flair["dsc"] == 0.6 and flair["false_positive_away_mm3"] == 120.0
@@ -89,3 +90,15 @@ def test_card_metrics_are_updated_in_place_and_checked(tmp_path):
     with pytest.raises(real_scans.BenchmarkError, match="would be invalid"):
         real_scans.update_card_metrics(directory, lambda metrics: None)
     assert json.loads(path.read_text())["threshold"] == 2.0
+
+
+def test_dataset_kind_tells_synthetic_data_from_real(model_views, tmp_path):
+    import json
+
+    (tmp_path / "dataset_description.json").write_text(json.dumps(
+        {"Name": "x", "GeneratedBy": [{"Name": "bids_mdpp synth", "Version": "0"}]}))
+    assert model_views.dataset_kind(tmp_path) == "synthetic"
+    (tmp_path / "dataset_description.json").write_text(json.dumps(
+        {"Name": "x", "GeneratedBy": [{"Name": "manual"}]}))
+    assert model_views.dataset_kind(tmp_path) == "real"
+    assert model_views.dataset_kind(tmp_path / "absent") == "real"

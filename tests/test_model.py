@@ -203,6 +203,18 @@ def test_real_scan_dsc_is_looked_up_by_contrast_set():
     assert bare.real_scan_dsc(["T1w"]) is None
 
 
+def test_real_scan_dsc_falls_back_on_the_real_views_of_the_card():
+    card = load_model(default_model_dir()).card
+    views = {"sub-26": {"kind": "real", "subsets": {"T2w+ceT1w": {"dsc": 0.2},
+                                                     "FLAIR": {"dsc": 0.9}}},
+             "other": {"kind": "real", "subsets": {"T2w+ceT1w": {"dsc": 0.4}}},
+             "synthetic": {"kind": "synthetic", "subsets": {"T1w+ceT1w": {"dsc": 0.7}}}}
+    with_views = ModelCard(**{**card.to_dict(), "metrics": {**card.metrics, "views": views}})
+    assert with_views.real_scan_dsc(["ceT1w", "T2w"]) == pytest.approx(0.3)  # mean of the real ones
+    assert with_views.real_scan_dsc(["FLAIR"]) == card.real_scan_dsc(["FLAIR"])  # real_scans first
+    assert with_views.real_scan_dsc(["T1w", "ceT1w"]) is None  # synthetic views do not count
+
+
 def test_the_shipped_model_cautions_where_its_real_scan_dsc_is_low():
     from bids_mdpp.participant import LOW_REAL_SCAN_DSC, accuracy_caution
 

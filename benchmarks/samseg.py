@@ -52,7 +52,9 @@ for the lesion shape model; samseg 0.4a0 itself requires numpy < 2.)  This scrip
 Each run's output stays in ``--work`` (``WORK/<subset>/<session>/``, with ``samseg.log`` and
 ``run.json``); a session whose ``run.json`` says it finished, with the same inputs and options,
 is only rescored, so a killed benchmark resumes where it stopped.  Results are written to
-``--output`` after every finished session (``"complete": false`` until all are done).
+``--output`` before every run (``"running"``: the subset and session under way, and since when)
+and after every finished one (``"complete": false`` until all are done), so an interrupted
+benchmark leaves what it finished and where it stopped.
 
 Recorded per run: wall seconds; peak memory, as ``ru_maxrss`` of that SAMSEG process (and its
 children) from ``os.wait4`` — the per-process value of ``resource.getrusage(RUSAGE_CHILDREN)``,
@@ -469,6 +471,10 @@ def write_result(result: Mapping, output: Path) -> None:
     partial.replace(output)
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -504,12 +510,15 @@ def benchmark(args: argparse.Namespace) -> dict:
         "load_average_start": _load(),
         "load_average_end": None,
         "rusage_children_maxrss_mib": None,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _now(),
     }
     for subset in subsets:
         name = subset_name(subset)
         records = []
         for key in chosen[subset]:
+            result["running"] = {"subset": name, "session": key, "since": _now()}
+            result["load_average_end"] = _load()
+            write_result(result, args.output)
             records.append(run_session(subset, key, sessions[key], script, args))
             result["subsets"][name] = {**summarise(records), "sessions": list(records)}
             result["load_average_end"] = _load()
@@ -521,6 +530,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         print(f"{name}: DSC {dsc}, PPV {entry['ppv']}, TPR {entry['tpr']}, false positives "
               f"> 3 mm {entry['false_positive_away_mm3']} mm³, {entry['seconds']} s, peak "
               f"{entry['peak_rss_mib']} MiB", flush=True)
+    result.pop("running", None)
     result["complete"] = True
     result["load_average_end"] = _load()
     write_result(result, args.output)

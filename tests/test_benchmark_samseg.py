@@ -234,7 +234,7 @@ def test_scores_with_the_group_metrics(samseg, venv, dataset, tmp_path, capsys):
     code, result = run(samseg, venv, dataset, tmp_path, "--subsets", "FLAIR,T1w+FLAIR+ceT1w",
                        "--threads", "2")
     assert code == 0, capsys.readouterr().err
-    assert result["complete"] is True
+    assert result["complete"] is True and "running" not in result
     assert result["samseg_version"] == "0.4a0"
     assert list(result["subsets"]) == ["FLAIR", "T1w+FLAIR+ceT1w"]
     predicted = np.zeros(SHAPE, bool)
@@ -302,6 +302,16 @@ def test_partial_results_are_written_as_subsets_finish(samseg, venv, dataset, tm
     partial = json.loads(output.read_text())
     assert partial["complete"] is False
     assert list(partial["subsets"]) == ["FLAIR"]
+    assert partial["running"]["subset"] == "T1w" and partial["running"]["session"] == "sub-01"
+
+
+def test_a_first_run_that_fails_still_leaves_where_it_stopped(samseg, venv, dataset, tmp_path):
+    venv.plan(exit=1, lesions=[])
+    code, result = run(samseg, venv, dataset, tmp_path, "--subsets", "FLAIR")
+    assert code == 1
+    assert result["complete"] is False and result["subsets"] == {}
+    assert result["running"]["subset"] == "FLAIR"
+    assert result["samseg_version"] == "0.4a0" and len(result["load_average_start"]) == 3
 
 
 def test_segmentation_on_another_grid_is_resampled(samseg, venv, dataset, tmp_path):

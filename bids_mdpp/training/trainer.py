@@ -378,10 +378,11 @@ class Trainer:
             volumes = cache.volumes()
             brain = np.asarray(cache.brain()) > 0
             label = np.asarray(cache.label()) > 0
+            has_lesions = bool(label.any())
             present = [c for c in self.contrasts if c in volumes]
             for subset in contrast_subsets(present, which):
                 predicted = predictor.predict({c: volumes[c] for c in subset}, brain) >= 0.5
-                if label.any():
+                if has_lesions:
                     per_subset.setdefault(subset_name(subset), []).append(dice(predicted, label))
                 else:
                     lesion_free_mm3.append(float(predicted.sum()) * voxel_mm3)
@@ -456,15 +457,15 @@ class Trainer:
         from bids_mdpp.model import ModelCard, software_versions
 
         kept = self.kept_epoch
-        best = next((row for row in self.history if row.get("epoch") == kept), None)
+        kept_row = next((row for row in self.history if row.get("epoch") == kept), None)
         metrics = {}
-        if best is not None and "val_mean_dsc" in best:
+        if kept_row is not None and "val_mean_dsc" in kept_row:
             metrics = {
-                "dsc": {k[len("val_dsc_"):]: v for k, v in best.items() if k.startswith("val_dsc_")},
-                "mean_dsc": best["val_mean_dsc"], "epoch": kept, "kept": self.config.keep,
+                "dsc": {k[len("val_dsc_"):]: v for k, v in kept_row.items() if k.startswith("val_dsc_")},
+                "mean_dsc": kept_row["val_mean_dsc"], "epoch": kept, "kept": self.config.keep,
                 "validation_sessions": [c.key for c in self.validation],
-                **({"lesion_free_mm3": best["val_lesion_free_mm3"]}
-                   if "val_lesion_free_mm3" in best else {}),
+                **({"lesion_free_mm3": kept_row["val_lesion_free_mm3"]}
+                   if "val_lesion_free_mm3" in kept_row else {}),
                 "procedure": "whole volumes, three orientations fused, threshold 0.5 "
                              f"({'every contrast subset' if self.config.val_subsets == 'all' else 'full input only'})",
             }

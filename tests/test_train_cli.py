@@ -55,7 +55,7 @@ def test_help_lists_the_options_without_importing_torch():
                    "--nprocs", "--omp-nthreads", "--participant-label", "--lr", "--decay-epochs",
                    "--steps-per-epoch", "--network-size", "--focal-gamma", "--ssim-weight",
                    "--init-from", "--num-workers", "--single-contrast-p", "--negative-slice-p",
-                   "torchrun"):
+                   "--randomise-p", "torchrun"):
         assert option in result.stdout, option
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
@@ -73,6 +73,7 @@ def test_help_lists_the_options_without_importing_torch():
     (["--labels", "{empty}"], 66, "no session of"),
     (["--labels", "{labels}", "--single-contrast-p", "1.5"], 64, "--single-contrast-p"),
     (["--labels", "{labels}", "--negative-slice-p", "1"], 64, "--negative-slice-p"),
+    (["--labels", "{labels}", "--randomise-p", "1.2"], 64, "--randomise-p"),
     (["--labels", "{labels}", "--mode", "independent", "--contrasts", "FLAIR",
       "--single-contrast-p", "0.5"], 64, "needs modality drop-out"),
 ])

@@ -211,3 +211,29 @@ def test_negative_slices_take_the_share_asked_and_come_from_brain_without_lesion
 def test_negative_slice_p_must_leave_room_for_lesions(caches):
     with pytest.raises(ValueError, match=r"negative_slice_p must lie in \[0, 1\)"):
         SlabDataset(caches, negative_slice_p=1.0)
+
+
+def test_domain_randomisation_changes_present_contrasts_only_and_no_other_draw(caches):
+    from bids_mdpp.training.randomise import RandomisationSettings
+
+    plain = SlabDataset(caches, seed=4, settings=AugmentationSettings(crop=32))
+    settings = AugmentationSettings(crop=32, randomisation=RandomisationSettings(p=1.0))
+    randomised = SlabDataset(caches, seed=4, settings=settings)
+    changed = 0
+    for item in range(0, len(plain), max(1, len(plain) // 12)):
+        p, r = plain.params(item), randomised.params(item)
+        assert dataclasses.replace(r, randomised=(), randomise_seed=0) == p  # same crop, code…
+        assert p.randomised == ()
+        assert r.randomised == plain.available[p.subject]  # p = 1: every present contrast
+        a, b = plain[item], randomised[item]
+        assert torch.equal(a["label"], b["label"]) and torch.equal(a["drop"], b["drop"])
+        image_a, image_b = a["image"].view(4, 3, 32, 32), b["image"].view(4, 3, 32, 32)
+        for k, present in enumerate(plain.available[p.subject]):
+            if not present:
+                assert not image_b[k].any()
+            else:
+                background = image_a[k] <= -1 + 1e-3
+                assert torch.equal(image_a[k][background], image_b[k][background])
+                changed += not torch.allclose(image_a[k], image_b[k])
+        assert torch.equal(b["image"], randomised[item]["image"])  # deterministic
+    assert changed > 0

@@ -206,6 +206,18 @@ def test_negative_slices_reach_the_dataset_and_the_card(tmp_path, caches):
         config(tmp_path, negative_slice_p=1.0)
 
 
+def test_domain_randomisation_reaches_the_dataset_and_the_card(tmp_path, caches):
+    cfg = config(tmp_path, epochs=1, randomise_p=0.4)
+    run = trainer(cfg, caches, validation=False)
+    assert run.dataset.settings.randomisation.p == 0.4
+    assert any(any(run.dataset.params(i).randomised) for i in range(len(run.dataset)))
+    run.fit()
+    recorded = load_model(cfg.output_dir).card.training["domain_randomisation"]
+    assert recorded["p"] == 0.4 and recorded["slice_max"] > 1 and recorded["bias_log_max"] > 0
+    with pytest.raises(UsageError, match=r"--randomise-p must lie in \[0, 1\]"):
+        config(tmp_path, randomise_p=1.5)
+
+
 def test_metrics_log_the_peak_resident_memory_of_each_epoch(tmp_path, caches):
     cfg = config(tmp_path, epochs=2, steps_per_epoch=1)
     trainer(cfg, caches).fit()

@@ -128,6 +128,10 @@ def labelled_data_command(name: str, epilog: str):
               show_default=True,
               help="Share of training samples that are brain slices without lesions, lesion-free "
                    "sessions included (0: lesion slices only, the authors' sampling).")
+@click.option("--randomise-p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Chance that each present contrast of a training sample is re-imaged at "
+                   "random on the fly (tissue contrast, slice thickness, blur, bias field), so "
+                   "the network learns shape and context (0: off).")
 @click.option("--crop", type=click.IntRange(min=8), default=128, show_default=True,
               help="Training crop size in voxels.")
 @click.option("--participant-label", "--participant_label", "participant_label", multiple=True,
@@ -143,8 +147,8 @@ def labelled_data_command(name: str, epilog: str):
 def train(bids_dir, output_dir, labels, contrasts, mode, epochs, batch_size, steps_per_epoch, lr,
           decay_epochs, val_fraction, val_subsets, patience, keep, resume, init_from, seed, device,
           precision, network_size, growth_rate, layers_per_block, bottleneck_layers,
-          first_conv_channels, focal_gamma, ssim_weight, single_contrast_p, negative_slice_p, crop,
-          participant_label, work_dir, nprocs, omp_nthreads, num_workers, verbose) -> int:
+          first_conv_channels, focal_gamma, ssim_weight, single_contrast_p, negative_slice_p, randomise_p,
+          crop, participant_label, work_dir, nprocs, omp_nthreads, num_workers, verbose) -> int:
     """Train a ModDrop++ model on BIDS_DIR with the reference masks in --labels.
 
     Every session is preprocessed as at inference (cached), subjects are split into training
@@ -176,7 +180,8 @@ def train(bids_dir, output_dir, labels, contrasts, mode, epochs, batch_size, ste
         network=network_options(network_size, growth_rate, layers_per_block, bottleneck_layers,
                                 first_conv_channels),
         focal_gamma=focal_gamma, ssim_weight=ssim_weight,
-        single_contrast_p=single_contrast_p, negative_slice_p=negative_slice_p, crop=crop, num_workers=num_workers,
+        single_contrast_p=single_contrast_p, negative_slice_p=negative_slice_p,
+        randomise_p=randomise_p, crop=crop, num_workers=num_workers,
         init_from=init_from.expanduser().absolute() if init_from else None, resume=resume,
         work_dir=work_dir.expanduser().absolute() if work_dir else None,
         participant_labels=_labels(participant_label), nprocs=nprocs or 1,

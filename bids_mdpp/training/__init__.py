@@ -71,6 +71,8 @@ class TrainingConfig:
     single_contrast_p: float = 0.0
     #: Share of training samples that are brain slices without lesions (all sessions).
     negative_slice_p: float = 0.0
+    #: Chance that a present contrast of a sample is re-imaged at random (SynthSeg style).
+    randomise_p: float = 0.0
     crop: int = 128
     num_workers: int = 0
     init_from: Path | None = None
@@ -112,6 +114,8 @@ class TrainingConfig:
         if not 0.0 <= self.negative_slice_p < 1.0:
             raise UsageError(
                 f"--negative-slice-p must lie in [0, 1), got {self.negative_slice_p}")
+        if not 0.0 <= self.randomise_p <= 1.0:
+            raise UsageError(f"--randomise-p must lie in [0, 1], got {self.randomise_p}")
         if self.keep not in ("best", "last"):
             raise UsageError(f"--keep must be 'best' or 'last', got {self.keep!r}")
         if self.num_workers < 0 or self.patience < 0:

@@ -19,7 +19,10 @@ it, and a resumed run sees the same samples.  The draws: a crop (default 128 × 
 at random around a random lesion voxel of the slice (uniformly with p = 0.1); flips p = 0.3
 per in-plane axis; an in-plane transpose p = 0.5; per present contrast with p = 0.5 a light
 intensity change on the non-background voxels (gamma around the white-matter peak, a scale,
-Gaussian noise); and the ModDrop code (:func:`bids_mdpp.nn.moddrop.draw_drop`).  A slice
+Gaussian noise); the ModDrop code (:func:`bids_mdpp.nn.moddrop.draw_drop`); and, with
+``AugmentationSettings.randomisation.p`` > 0, per present contrast with that chance a domain
+randomisation (contrast, resolution, bias; :mod:`bids_mdpp.training.randomise`) applied
+before the light intensity change.  A slice
 smaller than the crop is padded with the background value −1 (zero is kept for "contrast
 missing", as the network reads it).
 """
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 
 from bids_mdpp.errors import NoInputError
+from bids_mdpp.training.randomise import RandomisationSettings, randomise_contrast
 
 CACHE_VERSION = 1
 #: Normalised background intensity (see :class:`bids_mdpp.session.PreprocResult`).
@@ -158,6 +162,8 @@ class AugmentationSettings:
     log_gamma_range: float = 0.25
     scale_range: float = 0.1
     noise_max: float = 0.03
+    #: On-the-fly domain randomisation (:mod:`bids_mdpp.training.randomise`); off by default.
+    randomisation: RandomisationSettings = RandomisationSettings()
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,9 @@ class SampleParams:
 
     ``origin`` is the crop's corner in the slice padded to at least the crop size; ``gamma``,
     ``scale`` and ``noise_sigma`` hold one value per model contrast (1, 1, 0: unchanged);
-    ``drop`` is the ModDrop code (1 = kept).
+    ``drop`` is the ModDrop code (1 = kept); ``randomised`` says which contrasts are
+    re-imaged by :func:`~bids_mdpp.training.randomise.randomise_contrast` from
+    ``randomise_seed`` (empty: none).
     """
 
     subject: int
@@ -180,6 +188,8 @@ class SampleParams:
     noise_sigma: tuple[float, ...]
     noise_seed: int
     drop: tuple[int, ...]
+    randomised: tuple[bool, ...] = ()
+    randomise_seed: int = 0
 
 
 def plane_shape(shape: Sequence[int], axis: int) -> tuple[int, int]:
@@ -241,21 +251,29 @@ def draw_params(
                                                single_p=single_contrast_p))
     else:
         drop = tuple(int(bool(a)) for a in available)
+    randomised, randomise_seed = (), 0
+    if settings.randomisation.p > 0:  # drawn last: the draws above stay as without it
+        randomised = tuple(bool(r) for r in (rng.random(k) < settings.randomisation.p)
+                           & np.asarray(available, dtype=bool))
+        randomise_seed = int(rng.integers(2**31))
     return SampleParams(
         subject=subject, axis=axis, index=index, origin=origin, flips=flips, transpose=transpose,
         gamma=tuple(float(g) for g in gamma), scale=tuple(float(s) for s in scale),
         noise_sigma=tuple(float(s) for s in sigma), noise_seed=noise_seed, drop=drop,
+        randomised=randomised, randomise_seed=randomise_seed,
     )
 
 
 def make_sample(
     images: np.ndarray, label: np.ndarray, params: SampleParams, available: Sequence[bool],
     crop: int, channels: Sequence[int] | None = None,
+    randomisation: RandomisationSettings | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Apply ``params``: (K', X, Y, Z) images and (X, Y, Z) label → the input (K·3, C, C)
     float32 (contrast-major, absent contrasts zero) and the label (1, C, C) float32.
 
-    ``channels`` picks the K model contrasts among the K' cached ones (default: all)."""
+    ``channels`` picks the K model contrasts among the K' cached ones (default: all);
+    ``randomisation`` gives the ranges for the contrasts ``params.randomised`` names."""
     slab = take_slab(images, params.axis, params.index)
     if channels is not None:
         slab = slab[list(channels)]
@@ -281,6 +299,13 @@ def make_sample(
         if not present:
             slab[k] = 0.0
             continue
+        if params.randomised and params.randomised[k]:
+            foreground = slab[k] > BACKGROUND + 1e-3
+            level = randomise_contrast(np.maximum(slab[k] - BACKGROUND, 0.0), foreground,
+                                       params.randomise_seed + k,
+                                       randomisation or RandomisationSettings(),
+                                       WM_PEAK - BACKGROUND)
+            slab[k] = np.where(foreground, level + BACKGROUND, slab[k])
         if params.gamma[k] == 1.0 and params.scale[k] == 1.0 and params.noise_sigma[k] == 0.0:
             continue
         foreground = slab[k] > BACKGROUND + 1e-3
@@ -400,7 +425,7 @@ class SlabDataset(torch.utils.data.Dataset):
         images, label = self.arrays(params.subject)
         available = self.available[params.subject]
         image, target = make_sample(images, label, params, available, self.settings.crop,
-                                    self.channels[params.subject])
+                                    self.channels[params.subject], self.settings.randomisation)
         return {
             "image": torch.from_numpy(image),
             "available": torch.tensor(available, dtype=torch.float32),

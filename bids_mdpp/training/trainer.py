@@ -57,6 +57,7 @@ from bids_mdpp.training.distributed import (
     broadcast_object,
     wrap_model,
 )
+from bids_mdpp.training.randomise import RandomisationSettings
 from bids_mdpp.training.slabs import AugmentationSettings, SlabDataset, SubjectCache
 
 LOGGER = logging.getLogger("bids_mdpp.training")
@@ -225,7 +226,9 @@ class Trainer:
             self.optimizer, lambda epoch: lr_factor(epoch, epochs, decay))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.dataset = SlabDataset(train, contrasts=self.contrasts, seed=config.seed,
-                                   settings=AugmentationSettings(crop=config.crop),
+                                   settings=AugmentationSettings(
+                                       crop=config.crop,
+                                       randomisation=RandomisationSettings(p=config.randomise_p)),
                                    moddrop=MODES[config.mode].modality_dropout,
                                    single_contrast_p=config.single_contrast_p,
                                    negative_slice_p=config.negative_slice_p)
@@ -476,6 +479,7 @@ class Trainer:
             "lesion_slices": self.dataset.n_lesion_slices,
             "negative_slices": {"share": self.config.negative_slice_p,
                                 "candidates": len(self.dataset.negative_pool)},
+            "domain_randomisation": self.dataset.settings.randomisation.to_dict(),
             "optimiser": {"name": "Adam", "lr": self.config.lr, "betas": [0.5, 0.999],
                           "decay_epochs": self.config.effective_decay_epochs},
             "loss": {"focal_gamma": self.config.focal_gamma, "focal_alpha": 0.25,

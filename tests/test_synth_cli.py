@@ -29,7 +29,8 @@ def test_help_is_instant_and_lists_the_options():
     assert run.returncode == 0, run.stderr
     for option in ("--n", "--seed", "--contrasts", "--sessions-fraction", "--clean-fraction",
                    "--skull-fraction", "--nprocs", "--overwrite", "--complete", "--load-mix",
-                   "--hard-negatives", "--no-hard-negatives"):
+                   "--hard-negatives", "--no-hard-negatives", "--lesion-floor",
+                   "--normal-ceiling"):
         assert option in run.stdout
 
 
@@ -80,6 +81,10 @@ def test_overwrite_never_deletes_a_foreign_folder(tmp_path, capsys):
     (["--load-mix", "severe=1"], "--load-mix: unknown load class 'severe'"),
     (["--load-mix", "free=0.5,high=0.2"], "--load-mix: the shares must add up to 1"),
     (["--load-mix", "high=x"], "--load-mix: the share of 'high' is not a number"),
+    (["--lesion-floor", "T1w=1.3"], "lesions are darker than white matter on T1w"),
+    (["--normal-ceiling", "FLAIR=0.8"], "ceiling of FLAIR must be above white matter"),
+    (["--lesion-floor", "FLAIR=1.3", "--normal-ceiling", "FLAIR=1.4"],
+     "the normal-tissue ceiling of FLAIR (1.4) must be below its lesion floor (1.3)"),
 ])
 def test_bad_options_exit_64_with_a_message(tmp_path, capsys, argv, message):
     assert _exit_code(["synth", str(tmp_path / "out"), *argv]) == EXIT_USAGE
@@ -107,6 +112,18 @@ def test_load_mix_and_hard_negatives_reach_the_dataset(tmp_path):
     assert manifest["subjects"]["s001"]["spec"]["sessions"][0]["scene"]["mimics"] is None
     row = (out / "participants.tsv").read_text().splitlines()[1].split("\t")
     assert row[3:] == ["free", "0.0"]
+
+
+def test_intensity_bounds_reach_the_manifest(tmp_path):
+    out = tmp_path / "bounded"
+    result = CliRunner().invoke(synth, [str(out), *TINY, "--lesion-floor", "flair=1.5",
+                                        "--normal-ceiling", "FLAIR=1.2"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["lesion_floor"] == {"FLAIR": 1.5}
+    assert manifest["options"]["normal_ceiling"] == {"FLAIR": 1.2}
+    flair = manifest["subjects"]["s001"]["spec"]["sessions"][0]["contrast_params"]["FLAIR"]
+    assert flair["lesion"] >= 1.5 and flair["gm"] <= 1.2
 
 
 def test_the_default_load_mix_is_the_library_default():

@@ -41,6 +41,13 @@ _CITATION = (
               help="Draw bright normal anatomy that is not lesion (periventricular caps and "
                    "bands, septum, cingulate and insula, choroid plexus, CSF inflow, "
                    "perivascular spaces).")
+@click.option("--lesion-floor", default="", metavar="CONTRAST=LEVEL,...",
+              help="Lowest mean lesion intensity per contrast, relative to white matter "
+                   "(T2w, FLAIR, PDw; e.g. FLAIR=1.5): fainter draws are raised to it.")
+@click.option("--normal-ceiling", default="", metavar="CONTRAST=LEVEL,...",
+              help="Brightest normal tissue per contrast, relative to white matter (T2w, "
+                   "FLAIR, PDw; e.g. FLAIR=1.2): grey matter and the hard negatives are held "
+                   "at or below it.  Both bounds leave every other draw unchanged.")
 @click.option("--scale", type=click.FloatRange(0.2, 1.0), default=1.0, show_default=True,
               help="Divide every voxel size by this (0.5: coarser, faster data for quick tests).")
 @click.option("--nprocs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -51,7 +58,8 @@ _CITATION = (
               help="Show a progress bar.")
 def synth(out_dir: Path, n_subjects: int, seed: int, contrasts: str, complete: bool,
           sessions_fraction: float, clean_fraction: float, skull_fraction: float,
-          load_mix: str, hard_negatives: bool, scale: float, nprocs: int, overwrite: bool,
+          load_mix: str, hard_negatives: bool, lesion_floor: str, normal_ceiling: str,
+          scale: float, nprocs: int, overwrite: bool,
           progress: bool) -> None:
     """Write a synthetic BIDS dataset of MS patients to OUT_DIR, with reference lesion masks.
 
@@ -66,6 +74,7 @@ def synth(out_dir: Path, n_subjects: int, seed: int, contrasts: str, complete: b
     from tqdm import tqdm
 
     from bids_mdpp.synth.dataset import write_dataset
+    from bids_mdpp.synth.bounds import check_bounds, parse_bounds
     from bids_mdpp.synth.load import parse_load_mix
     from bids_mdpp.synth.subject import SynthOptions
 
@@ -77,11 +86,18 @@ def synth(out_dir: Path, n_subjects: int, seed: int, contrasts: str, complete: b
         mix = parse_load_mix(load_mix)
     except ValueError as exc:
         raise UsageError(f"--load-mix: {exc}") from exc
+    try:
+        floor = parse_bounds(lesion_floor, "the lesion floor")
+        ceiling = parse_bounds(normal_ceiling, "the normal-tissue ceiling")
+        check_bounds(floor, ceiling)
+    except ValueError as exc:
+        raise UsageError(f"--lesion-floor / --normal-ceiling: {exc}") from exc
     pool = tuple(c for c in CONTRASTS if c in chosen)
     options = SynthOptions(contrasts=pool, sessions_fraction=sessions_fraction,
                            clean_fraction=clean_fraction, skull_fraction=skull_fraction,
                            scale=scale, complete=complete, load_mix=mix,
-                           hard_negatives=hard_negatives)
+                           hard_negatives=hard_negatives, lesion_floor=floor,
+                           normal_ceiling=ceiling)
     with tqdm(total=n_subjects, unit="subject", desc="synth", disable=not progress) as bar:
         manifest = write_dataset(out_dir, n_subjects, seed, options, nprocs=nprocs,
                                  overwrite=overwrite, on_subject_done=lambda label: bar.update())

@@ -19,6 +19,7 @@ import dataclasses
 
 import numpy as np
 
+from bids_mdpp.synth.assignments import named_numbers
 from bids_mdpp.synth.lesions import Ellipsoid, LesionParams, draw_ellipsoid
 
 LOAD_CLASSES = ("free", "low", "typical", "high")
@@ -48,21 +49,12 @@ def parse_load_mix(text: str) -> dict[str, float]:
     """
     mix = dict.fromkeys(LOAD_CLASSES, 0.0)
     seen = set()
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        name, sep, value = part.partition("=")
-        name = name.strip()
-        if not sep:
-            raise ValueError(f"{part!r} is not CLASS=SHARE (e.g. high=0.2)")
+    for _, name, share in named_numbers(text, "CLASS=SHARE (e.g. high=0.2)",
+                                        lambda name: f"the share of {name!r}"):
         if name not in mix:
             raise ValueError(f"unknown load class {name!r}; known: {', '.join(LOAD_CLASSES)}")
         if name in seen:
             raise ValueError(f"load class {name!r} is given twice")
-        try:
-            share = float(value)
-        except ValueError:
-            raise ValueError(f"the share of {name!r} is not a number: {value.strip()!r}") from None
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"the share of {name!r} must be between 0 and 1, got {share:g}")
         seen.add(name)

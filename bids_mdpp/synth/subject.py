@@ -25,6 +25,7 @@ from bids_mdpp.synth.acquisition import (
     render_image,
 )
 from bids_mdpp.synth.anatomy import draw_anatomy_params
+from bids_mdpp.synth.bounds import bound_contrast, bound_mimics
 from bids_mdpp.synth.contrasts import ContrastParams, draw_contrast_params, paint
 from bids_mdpp.synth.geometry import nifti_image
 from bids_mdpp.synth.head import draw_head_params
@@ -68,6 +69,9 @@ class SynthOptions:
         Share of each lesion-load class (:mod:`bids_mdpp.synth.load`), adding up to 1.
     hard_negatives : bool
         Draw the bright normal anatomy of :mod:`bids_mdpp.synth.mimics`.
+    lesion_floor, normal_ceiling : dict[str, float]
+        Per contrast (T2w, FLAIR, PDw), the faintest lesion tissue and the brightest normal
+        tissue relative to WM (:mod:`bids_mdpp.synth.bounds`); empty: the drawn ranges.
     """
 
     contrasts: tuple[str, ...] = CONTRASTS
@@ -78,6 +82,8 @@ class SynthOptions:
     complete: bool = False
     load_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOAD_MIX))
     hard_negatives: bool = True
+    lesion_floor: dict[str, float] = field(default_factory=dict)
+    normal_ceiling: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,7 @@ def draw_subject(index: int, seed: int, options: SynthOptions) -> SubjectSpec:
                                load_rng, scene.anatomy.head_scale)
     mimics = (draw_mimic_params(np.random.default_rng([seed, index, MIMIC_STREAM]))
               if options.hard_negatives else None)
+    contrast_params, mimics = _bounded(contrast_params, mimics, options)
     scene = dataclasses.replace(scene, lesions=lesions, mimics=mimics)
     with_sessions = options.sessions_fraction > 0
     n_sessions = 2 if sessions_draw < options.sessions_fraction else 1
@@ -167,6 +174,19 @@ def draw_subject(index: int, seed: int, options: SynthOptions) -> SubjectSpec:
             acquisitions={c: acquisitions[c] for c in contrasts},
         ))
     return SubjectSpec(subject_label(index), kind, float(options.scale), tuple(sessions))
+
+
+def _bounded(contrast_params: dict[str, ContrastParams], mimics, options: SynthOptions):
+    """The drawn intensities under ``options``' bounds (after every draw: streams unchanged)."""
+    if not options.lesion_floor and not options.normal_ceiling:
+        return contrast_params, mimics
+    bounded = {c: bound_contrast(p, options.lesion_floor.get(c), options.normal_ceiling.get(c))
+               for c, p in contrast_params.items()}
+    if mimics is not None:
+        intensities = {c: bound_mimics(i, bounded[c], options.normal_ceiling.get(c))
+                       for c, i in mimics.intensities.items()}
+        mimics = dataclasses.replace(mimics, intensities=intensities)
+    return bounded, mimics
 
 
 def _follow_up(scene: SceneParams, rng: np.random.Generator) -> SceneParams:

@@ -42,7 +42,8 @@ def test_version_and_help_are_instant_and_work(capsys):
     assert code == 0
     for option in ("--participant-label", "--session-label", "--bids-filter-file",
                    "--skip-bids-validation", "--work-dir", "--nprocs", "--omp-nthreads", "--mem",
-                   "--model", "--device", "--use-plugin", "--verbose", "--notrack", "train"):
+                   "--model", "--device", "--use-plugin", "--verbose", "--notrack", "train",
+                   "average-weights"):
         assert option in out, option
     # --help must not import the heavy libraries
     probe = "import sys; from bids_mdpp.cli import cli; sys.argv=['x','--help']\n" \

@@ -1,7 +1,8 @@
 """The ``bids_mdpp`` command line.
 
 ``bids_mdpp BIDS_DIR OUTPUT_DIR {participant,group} [OPTIONS]`` is the BIDS-App call; a first
-argument that names a subcommand (``train``, ``synth``, ``calibrate``, ``import-weights``)
+argument that names a subcommand (``train``, ``adapt``, ``synth``, ``calibrate``, ``import-weights``,
+``average-weights``)
 dispatches to it.
 Heavy libraries are imported inside the commands so that ``--help`` is instant.
 
@@ -26,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "synth": "bids_mdpp.cli.synth:synth",
     "calibrate": "bids_mdpp.cli.calibrate:calibrate",
     "import-weights": "bids_mdpp.cli.import_weights:import_weights",
+    "average-weights": "bids_mdpp.cli.average_weights:average_weights",
 }
 
 

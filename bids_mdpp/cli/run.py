@@ -15,11 +15,12 @@ from bids_mdpp.config import default_omp_nthreads, parse_memory_gb
 
 EPILOG = """\b
 Other commands (bids_mdpp COMMAND --help):
-  train           train a model on your own labelled BIDS data
-  adapt           adapt a model to your own unlabelled scans (no labels needed)
-  synth           write a synthetic multi-contrast MS dataset for training
-  calibrate       choose a model's threshold per contrast subset on labelled data
-  import-weights  turn the ModDrop++ authors' released weights into a model directory
+  train            train a model on your own labelled BIDS data
+  adapt            adapt a model to your own unlabelled scans (no labels needed)
+  synth            write a synthetic multi-contrast MS dataset for training
+  calibrate        choose a model's threshold per contrast subset on labelled data
+  import-weights   turn the ModDrop++ authors' released weights into a model directory
+  average-weights  average the weights of models fine-tuned from one model
 
 \b
 Exit codes: 0 all done; 1 a participant failed; 16 the input failed BIDS validation;

@@ -24,7 +24,13 @@ Usage::
 
     python benchmarks/model_views.py [--model MODEL_DIR] [--data ../shared/data/mslub-cross] \\
         [--labels DATA/derivatives/manual] [--subsets all|single|full] [--tta off|on|both] \\
-        [--work DIR] [--output benchmarks/results/model_views.json] [--write-card NAME]
+        [--work DIR] [--output benchmarks/results/model_views.json] [--write-card NAME] \\
+        [--save-probabilities DIR]
+
+``--save-probabilities DIR`` keeps every prediction without ``--tta`` (float16,
+``DIR/SESSION/SUBSET.npy``) beside each session's brain mask and reference (``brain.npy``,
+``label.npy``, ``session.json``), so that ``benchmarks/ensemble_views.py`` can score the mean of
+several models' probabilities without predicting again.
 
 ``--write-card NAME`` also stores the summary without ``--tta`` in the model card, under
 ``metrics.views.NAME`` (the data, the reference, the command and, per subset, every view but the
@@ -129,6 +135,19 @@ def card_views(result: dict) -> dict:
                         for name, entry in subsets.items()}}
 
 
+def save_session(root: Path, key: str, brain: np.ndarray, label: np.ndarray,
+                 voxel_sizes_mm: tuple[float, float, float], model: Path) -> Path:
+    """``root/key`` holding the session's ``brain.npy``, ``label.npy`` and ``session.json``
+    (voxel sizes in mm, the model); the predictions go beside them."""
+    folder = root / key
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "brain.npy", np.asarray(brain, bool))
+    np.save(folder / "label.npy", np.asarray(label, bool))
+    (folder / "session.json").write_text(json.dumps(
+        {"voxel_sizes_mm": [float(v) for v in voxel_sizes_mm], "model": str(model)}) + "\n")
+    return folder
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     from bids_mdpp.model import DEFAULT_MODEL_DIR
 
@@ -142,6 +161,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="preprocessing cache (kept: a second run only predicts)")
     parser.add_argument("--nprocs", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--save-probabilities", type=Path, metavar="DIR",
+                        help="keep each plain prediction (float16) for benchmarks/ensemble_views.py")
     parser.add_argument("--write-card", metavar="NAME",
                         help="store the summary in MODEL/model_card.json as metrics.views.NAME")
     args = parser.parse_args(argv)
@@ -182,6 +203,10 @@ def main(argv=None) -> int:
         brain = np.asarray(brain_img.dataobj) > 0
         label = prepared.label_on_grid() > 0
         present = [c for c in card.contrasts if c in volumes]
+        saved = None
+        if args.save_probabilities is not None:
+            saved = save_session(args.save_probabilities, prepared.key, brain, label,
+                                 brain_img.header.get_zooms()[:3], args.model)
         for subset in subsets_of(present, args.subsets):
             for tta, predictor in predictors.items():
                 started = time.perf_counter()
@@ -192,6 +217,8 @@ def main(argv=None) -> int:
                        **views(probability, label, brain, card.threshold_for(subset),
                                brain_img.header.get_zooms()[:3])}
                 rows.append(row)
+                if saved is not None and not tta:
+                    np.save(saved / f"{row['subset']}.npy", probability.astype(np.float16))
                 print(f"{row['session']} {row['subset']}{' (tta)' if tta else ''}: DSC {row['dsc']}, "
                       f"best {row['best_dsc']} at {row['best_threshold']}, ECE lesion region "
                       f"{row['ece_lesion_region']}, median p in lesions "

@@ -1,9 +1,8 @@
 """The ``bids_mdpp`` command line.
 
 ``bids_mdpp BIDS_DIR OUTPUT_DIR {participant,group} [OPTIONS]`` is the BIDS-App call; a first
-argument that names a subcommand (``train``, ``adapt``, ``synth``, ``calibrate``, ``import-weights``,
-``average-weights``)
-dispatches to it.
+argument that names a subcommand (``train``, ``adapt``, ``synth``, ``calibrate``,
+``import-weights``, ``average-weights``) dispatches to it.
 Heavy libraries are imported inside the commands so that ``--help`` is instant.
 
 Exit codes follow the BIDS-Apps execution specification (see :mod:`bids_mdpp.errors`); click's

@@ -26,7 +26,8 @@ preprocessings per model; the model-grid scores need one.
 Usage::
 
     python benchmarks/adapt.py [--work DIR] [--direction both] [--nprocs N] [--epochs 4]
-        [--steps-per-epoch 50] [--agreement-sessions 1] [--cross-subsets all] [--resume]
+        [--steps-per-epoch 50] [--agreement-sessions 1] [--targets mask|soft] [--confidence C]
+        [--lesion-share S] [--cross-subsets all] [--resume]
         [--output benchmarks/results/adapt.json]
 
 ``--work`` keeps the caches and both adapted models (default: a temporary folder); results of a
@@ -65,16 +66,23 @@ def real_scans_module():
     return module
 
 
+def adapt_options(args) -> list[str]:
+    """The ``bids_mdpp adapt`` options this benchmark passes on."""
+    options = ["--epochs", str(args.epochs), "--steps-per-epoch", str(args.steps_per_epoch),
+               "--seed", str(args.seed), "--agreement-sessions", str(args.agreement_sessions),
+               "--targets", args.targets]
+    for name in ("confidence", "lesion_share", "nprocs"):
+        if getattr(args, name):
+            options += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return options + (["--resume"] if args.resume else [])
+
+
 def adapt(real_scans, data: Path, model: Path, out: Path, work: Path, args) -> dict:
     """Run ``bids_mdpp adapt`` (own process); wall seconds, and the card's record of the run."""
     if out.exists() and not args.resume:
         shutil.rmtree(out)
     command = [*real_scans.bids_mdpp_command(), "adapt", str(data), str(out), "--model",
-               str(model), "-w", str(work), "--epochs", str(args.epochs), "--steps-per-epoch",
-               str(args.steps_per_epoch), "--seed", str(args.seed), "--agreement-sessions",
-               str(args.agreement_sessions), *(["--resume"] if args.resume else [])]
-    if args.nprocs:
-        command += ["--nprocs", str(args.nprocs)]
+               str(model), "-w", str(work), *adapt_options(args)]
     seconds = real_scans.run_command(command, out.parent / f"{out.name}.log")
     card = json.loads((out / "model_card.json").read_text())
     record = card["training"]["adaptation"]
@@ -216,6 +224,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps-per-epoch", type=int, default=50)
     parser.add_argument("--agreement-sessions", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--targets", choices=("mask", "soft"), default="mask",
+                        help="bids_mdpp adapt --targets")
+    parser.add_argument("--confidence", type=float, help="bids_mdpp adapt --confidence")
+    parser.add_argument("--lesion-share", type=float, help="bids_mdpp adapt --lesion-share")
     parser.add_argument("--cross-subsets", choices=("all", "single", "full"), default="all",
                         help="sub-26 subsets scored: every one, each contrast alone, or all four")
     parser.add_argument("--resume", action="store_true",

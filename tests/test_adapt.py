@@ -85,7 +85,9 @@ def test_help_lists_the_options_without_importing_torch():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     for option in ("--model", "--work-dir", "--participant-label", "--session-label",
                    "--bids-filter-file", "--nprocs", "--omp-nthreads", "--epochs",
-                   "--steps-per-epoch", "--seed", "--resume", "--confidence", "--device",
+                   "--steps-per-epoch", "--seed", "--resume", "--confidence", "--targets",
+                   "--lesion-share",
+                   "--device",
                    "No label is read"):
         assert option in result.stdout, option
     assert "--labels" not in result.stdout
@@ -126,6 +128,10 @@ def test_adapt_reads_no_label_keeps_flair_and_records_it(base_model, cohort, wor
     assert adaptation["steps"] == 16 and adaptation["epochs"] == 2
     assert adaptation["seconds"] > 0 and adaptation["peak_rss_gb"] > 0
     assert adaptation["command_line"].startswith("bids_mdpp adapt")
+    assert adaptation["lesion_share"] is None and adaptation["targets"] == "mask"
+    base_loss = json.loads((base_model / "model_card.json").read_text())["training"]["loss"]
+    assert adaptation["mask_loss"] == {"focal_gamma": float(base_loss["focal_gamma"]),
+                                       "focal_alpha": float(base_loss["focal_alpha"])}
     assert card.metrics["adaptation"]["sessions"] == ["sub-01"]
     table = card.metrics["adaptation"]["agreement"]
     assert set(table) == set(adaptation["subsets_adapted"]) | set(adaptation["subsets_anchored"])
@@ -161,7 +167,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(base_model, cohort, wo
     quick[quick.index("--epochs") + 1] = "1"
     interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
     common = ["--model", base_model, "-w", work, "--participant-label", "01",
-              "--agreement-sessions", "0"]
+              "--agreement-sessions", "0", "--targets", "soft", "--lesion-share", "0.5"]
     assert run_cli(["adapt", bids, interrupted, *common, *quick], capsys)[0] == 0
     status, err = run_cli(["adapt", bids, interrupted, *common, *quick], capsys)
     assert status == 64 and "--resume" in err
@@ -172,13 +178,20 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(base_model, cohort, wo
     resumed = torch.load(interrupted / "model.pt", weights_only=True)
     uninterrupted = torch.load(whole / "model.pt", weights_only=True)
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
-    measured = json.loads((whole / "model_card.json").read_text())["metrics"]["adaptation"]
+    card = json.loads((whole / "model_card.json").read_text())
+    assert card["training"]["adaptation"]["lesion_share"] == 0.5
+    assert card["training"]["adaptation"]["targets"] == "soft"
+    assert card["training"]["adaptation"]["mask_loss"] is None
+    measured = card["metrics"]["adaptation"]
     assert measured["agreement"] == {} and measured["sessions"] == []
     base = torch.load(base_model / "model.pt", weights_only=True)
     assert not all(torch.equal(base[k], uninterrupted[k]) for k in uninterrupted)
     status, err = run_cli(["adapt", bids, whole, *common, *QUICK, "--resume", "--seed", "5"],
                           capsys)
     assert status == 64 and "seed" in err
+    status, err = run_cli(["adapt", bids, whole, *common[:-1], "0.25", *QUICK, "--resume"],
+                          capsys)
+    assert status == 64 and "lesion_share" in err
 
 
 def _bad_model(tmp_path):
@@ -196,6 +209,8 @@ def _bad_model(tmp_path):
     ("not_a_model", 65, ["not_a_model/model_card.json", "not valid JSON"]),
     ("no_model", 64, ["--model", "no such model directory"]),
     ("confidence", 64, ["--confidence"]),
+    ("lesion_share", 64, ["--lesion-share"]),
+    ("mask_with_share", 64, ["--lesion-share", "--targets mask"]),
 ])
 def test_bad_input_fails_clearly(case, code, messages, base_model, tmp_path, capsys):
     subjects = {"01": ("T1w", "T2w"), "02": ("T2w",)} if case == "no_flair" else \
@@ -205,7 +220,9 @@ def test_bad_input_fails_clearly(case, code, messages, base_model, tmp_path, cap
         (bids / "sub-01" / "anat" / "sub-01_FLAIR.nii.gz").write_bytes(b"\x1f\x8b truncated")
     model = {"not_a_model": _bad_model(tmp_path), "no_model": tmp_path / "nowhere"}.get(
         case, base_model)
-    extra = ["--confidence", "0.4"] if case == "confidence" else []
+    extra = {"confidence": ["--confidence", "0.4"],
+             "lesion_share": ["--lesion-share", "1"],
+             "mask_with_share": ["--targets", "mask", "--lesion-share", "0.5"]}.get(case, [])
     status, err = run_cli(["adapt", bids, tmp_path / "out", "--model", model, *QUICK, *extra],
                           capsys)
     assert status == code, err
@@ -235,6 +252,61 @@ def test_inputs_without_flair_learn_only_from_confident_voxels():
     with_flair = torch.ones(2, 3)
     terms = loss(image, available, with_flair, confident)
     assert terms.n_anchored == 2 and terms.adapted == 0.0 and terms.anchored > 0
+
+
+def test_the_lesion_share_weighs_the_teachers_lesion_voxels_apart_from_the_background():
+    from tiny_networks import tiny_network
+
+    from bids_mdpp.adapt.objective import AgreementLoss
+
+    student, teacher = tiny_network(3), tiny_network(3)
+    target = torch.zeros(1, 1, 16, 16)
+    target[:, :, 4:6, 4:6] = 0.9            # 4 confident lesion voxels among 256
+    target[:, :, 8:10, 8:10] = 0.5          # uncertain: never taught
+    losses = torch.rand(1, 1, 16, 16)
+    pooled = AgreementLoss(student, teacher, anchor_index=1, confidence=0.8, ssim_weight=0.0)
+    lesion, background = target >= 0.8, target <= 0.2
+    expected = float(losses[lesion | background].mean())
+    assert float(pooled.confident_mean(losses, target)) == pytest.approx(expected, rel=1e-6)
+    for share in (0.25, 0.5, 0.9):
+        balanced = AgreementLoss(student, teacher, anchor_index=1, confidence=0.8,
+                                 ssim_weight=0.0, lesion_share=share)
+        expected = share * float(losses[lesion].mean()) + \
+            (1 - share) * float(losses[background].mean())
+        assert float(balanced.confident_mean(losses, target)) == pytest.approx(expected, rel=1e-6)
+    # a batch with no confident lesion voxel takes the background's mean alone
+    no_lesion = torch.where(target >= 0.8, torch.tensor(0.5), target)
+    assert float(balanced.confident_mean(losses, no_lesion)) == pytest.approx(
+        float(losses[no_lesion <= 0.2].mean()), rel=1e-6)
+    with pytest.raises(ValueError, match="lesion_share"):
+        AgreementLoss(student, teacher, anchor_index=1, confidence=0.8, ssim_weight=0.0,
+                      lesion_share=1.0)
+
+
+def test_mask_targets_train_the_inputs_without_flair_with_the_base_models_loss_everywhere():
+    from tiny_networks import tiny_network
+
+    from bids_mdpp.adapt.objective import AgreementLoss
+    from bids_mdpp.nn.losses import FocalLoss
+    from bids_mdpp.nn.moddrop import apply_code
+
+    student, teacher = tiny_network(3), tiny_network(3)
+    focal = FocalLoss(gamma=2.0, alpha=0.25)
+    loss = AgreementLoss(student, teacher, anchor_index=1, confidence=0.8, ssim_weight=0.0,
+                         mask_loss=focal)
+    image = torch.randn(2, 9, 16, 16)
+    available = torch.ones(2, 3)
+    drop = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]])   # no FLAIR
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, 4:8, 4:8] = 1.0
+    terms = loss(image, available, drop, mask)
+    with torch.no_grad():
+        expected = focal(student(apply_code(image, drop, 3), drop), mask)
+    assert terms.adapted == pytest.approx(float(expected), rel=1e-5)
+    # unlike the soft targets, a target the teacher is unsure of is still a label here
+    soft = AgreementLoss(student, teacher, anchor_index=1, confidence=0.8, ssim_weight=0.0)
+    assert soft(image, available, drop, torch.full_like(mask, 0.5)).adapted == 0.0
+    assert loss(image, available, drop, torch.zeros_like(mask)).adapted > 0
 
 
 def test_the_sidecar_of_a_model_that_was_not_adapted_has_no_adaptation():

@@ -8,9 +8,12 @@ least one other contrast,
   which includes FLAIR): its fused three-orientation probability map, computed once;
 * the **student** is a copy of the base model fed drop-out subsets of the same session's slices
   (:func:`bids_mdpp.nn.moddrop.draw_drop`: never the all-missing code);
-* a student input **without FLAIR** learns to agree with the teacher's probability on the
-  teacher's confident voxels only (probability ≥ ``confidence`` or ≤ 1 − ``confidence``), with
-  the class-weighted cross-entropy of the training loss (lesion 0.75, background 0.25);
+* a student input **without FLAIR** is trained on the teacher's mask (its probability ≥ the
+  card's threshold) as on a label, with the base model's own training loss on every voxel
+  (``targets="mask"``, the default); with ``targets="soft"`` it learns instead to agree with
+  the teacher's probability on the teacher's confident voxels only (probability ≥
+  ``confidence`` or ≤ 1 − ``confidence``), with the class-weighted cross-entropy of the
+  training loss (lesion 0.75, background 0.25);
 * a student input **with FLAIR** is the guard: it learns to agree, on every voxel, with the
   frozen base model given that same input, so those subsets stay where they were;
 * every input also gets the feature-level co-training term of ModDrop++: −``ssim_weight`` ×
@@ -51,6 +54,9 @@ LOGGER = logging.getLogger("bids_mdpp.adapt")
 #: The contrast the teacher needs and the guard keeps in place.
 ANCHOR_CONTRAST = "FLAIR"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: What the inputs without FLAIR learn: the teacher's probability on its confident voxels, or its
+#: mask with the base model's training loss.
+TARGETS = ("mask", "soft")
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,12 @@ class AdaptConfig:
     """Everything one ``bids_mdpp adapt`` run needs (paths absolute).
 
     ``epochs`` × ``steps_per_epoch`` optimiser steps of ``batch_size`` crops of ``crop`` ×
-    ``crop`` voxels; ``confidence`` in (0.5, 1) chooses the teacher's voxels used for the
-    subsets without FLAIR; ``ssim_weight`` weighs the feature co-training term;
-    ``agreement_sessions`` bounds the sessions the agreement table is measured on (0: none).
+    ``crop`` voxels; ``targets`` "mask" trains the subsets without FLAIR on the teacher's mask
+    with the base model's own loss, "soft" on the teacher's probability, where ``confidence`` in
+    (0.5, 1) chooses the teacher's voxels used; ``lesion_share`` (``None`` or in (0, 1)) is the weight of the
+    teacher's confident lesion voxels in that term's mean; ``ssim_weight`` weighs the feature
+    co-training term; ``agreement_sessions`` bounds the sessions the agreement table is
+    measured on (0: none).
     """
 
     bids_dir: Path
@@ -76,6 +85,8 @@ class AdaptConfig:
     crop: int = 128
     lr: float = 1e-4
     confidence: float = 0.8
+    targets: str = "mask"
+    lesion_share: float | None = None
     ssim_weight: float = 0.05
     agreement_sessions: int = 2
     seed: int = 0
@@ -98,6 +109,14 @@ class AdaptConfig:
         if not 0.5 < self.confidence < 1.0:
             raise UsageError(f"--confidence must lie strictly between 0.5 and 1, got "
                              f"{self.confidence}")
+        if self.targets not in TARGETS:
+            raise UsageError(f"unknown --targets {self.targets!r}; use {', '.join(TARGETS)}")
+        if self.targets == "mask" and self.lesion_share is not None:
+            raise UsageError("--lesion-share weighs the soft targets' confident voxels; it has no "
+                             "meaning with --targets mask")
+        if self.lesion_share is not None and not 0.0 < self.lesion_share < 1.0:
+            raise UsageError(f"--lesion-share must lie strictly between 0 and 1, got "
+                             f"{self.lesion_share}")
         if self.agreement_sessions < 0:
             raise UsageError("--agreement-sessions cannot be negative")
         if not self.ssim_weight >= 0:
@@ -160,4 +179,4 @@ def check_base_model(base, model_dir: Path) -> None:
             "a model trained with modality drop-out (moddrop, moddrop+, moddrop++) can be adapted")
 
 
-__all__ = ["ANCHOR_CONTRAST", "AdaptConfig", "check_base_model", "run_adaptation"]
+__all__ = ["ANCHOR_CONTRAST", "TARGETS", "AdaptConfig", "check_base_model", "run_adaptation"]

@@ -69,9 +69,12 @@ class Adapter:
         self.student = copy.deepcopy(base.network).to(device).eval().requires_grad_(True)
         self.loss = AgreementLoss(
             self.student, self.teacher, anchor_index=base.card.contrasts.index(ANCHOR_CONTRAST),
-            confidence=config.confidence, ssim_weight=config.ssim_weight, autocast=self.autocast)
+            confidence=config.confidence, ssim_weight=config.ssim_weight,
+            lesion_share=config.lesion_share, mask_loss=self.mask_loss(),
+            autocast=self.autocast)
         self.dataset = AgreementDataset(
             [s.cache for s in self.sessions], [s.teacher_path for s in self.sessions],
+            mask_targets=config.targets == "mask",
             contrasts=base.card.contrasts, seed=config.seed,
             settings=AugmentationSettings(crop=config.crop))
         self.sampler = EpochSampler(len(self.dataset), seed=config.seed,
@@ -153,6 +156,23 @@ class Adapter:
         self.scaler.update()
         return terms
 
+    def mask_loss_settings(self) -> dict | None:
+        """The base model's training loss (focal γ and α from its card; 2 and 0.25 when the
+        card does not say), used against the teacher's mask with ``--targets mask``."""
+        if self.config.targets != "mask":
+            return None
+        loss = (self.base.card.training or {}).get("loss") or {}
+        return {"focal_gamma": float(loss.get("focal_gamma", 2.0)),
+                "focal_alpha": float(loss.get("focal_alpha", 0.25))}
+
+    def mask_loss(self):
+        """The loss of the inputs without FLAIR against the teacher's mask, or None."""
+        from bids_mdpp.nn.losses import FocalLoss
+
+        settings = self.mask_loss_settings()
+        return None if settings is None else FocalLoss(gamma=settings["focal_gamma"],
+                                                       alpha=settings["focal_alpha"])
+
     # -- checkpoints ----------------------------------------------------------------------
     def settings(self) -> dict:
         """What a checkpoint must share with the run that resumes it."""
@@ -161,7 +181,10 @@ class Adapter:
                 "seed": config.seed, "batch_size": config.batch_size, "crop": config.crop,
                 "steps_per_epoch": config.steps_per_epoch, "lr": config.lr,
                 "confidence": config.confidence, "ssim_weight": config.ssim_weight,
-                "precision": self.precision}
+                "precision": self.precision,
+                # only when set, so that checkpoints written before the option still resume
+                **({"lesion_share": config.lesion_share} if config.lesion_share else {}),
+                **({"targets": config.targets} if config.targets != "soft" else {})}
 
     def save_checkpoint(self, epochs_done: int) -> None:
         """Write ``checkpoint.pt`` and ``metrics.csv`` (atomically)."""
@@ -238,7 +261,9 @@ class Adapter:
             "epochs": len(self.history), "steps": sum(r["steps"] for r in self.history),
             "batch_size": config.batch_size, "crop": config.crop,
             "optimiser": {"name": "Adam", "lr": config.lr, "betas": [0.5, 0.999]},
-            "confidence": config.confidence, "ssim_weight": config.ssim_weight,
+            "targets": config.targets, "mask_loss": self.mask_loss_settings(),
+            "confidence": config.confidence, "lesion_share": config.lesion_share,
+            "ssim_weight": config.ssim_weight,
             "seconds": round(seconds, 1), "peak_rss_gb": peak_gb,
             "device": str(self.device), "precision": self.precision, "seed": config.seed,
             "command_line": config.command_line,

@@ -50,8 +50,16 @@ No label is read: only the dataset's images and the base model.
               show_default=True, help="Adam learning rate (betas 0.5, 0.999).")
 @click.option("--confidence", type=click.FloatRange(0.5, 1, min_open=True, max_open=True),
               default=0.8, show_default=True,
-              help="Teacher voxels with probability ≥ this or ≤ 1 − this teach the inputs "
-                   "without FLAIR.")
+              help="With --targets soft: the teacher's voxels with probability ≥ this or "
+                   "≤ 1 − this teach the inputs without FLAIR.")
+@click.option("--targets", type=click.Choice(["mask", "soft"]), default="mask", show_default=True,
+              help="What the inputs without FLAIR learn: mask, the teacher's mask on every "
+                   "voxel with the base model's own training loss (as if it were a label); "
+                   "soft, the teacher's probability on its confident voxels.")
+@click.option("--lesion-share", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="With --targets soft: weight of the teacher's confident lesion voxels in the "
+                   "mean of the term without FLAIR (the background gets the rest; default: one "
+                   "mean over all confident voxels, nearly all background).")
 @click.option("--ssim-weight", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="Weight of the feature-level SSIM co-training term.")
 @click.option("--agreement-sessions", type=click.IntRange(min=0), default=2, show_default=True,
@@ -69,8 +77,9 @@ No label is read: only the dataset's images and the base model.
               help="Threads per process (default: the usable cores).")
 @click.option("-v", "--verbose", count=True, help="More output (-vv: Nipype's too).")
 def adapt(bids_dir, output_dir, model_dir, participant_label, session_label, bids_filter_file,
-          work_dir, epochs, steps_per_epoch, batch_size, crop, lr, confidence, ssim_weight,
-          agreement_sessions, resume, seed, device, precision, nprocs, omp_nthreads, verbose) -> int:
+          work_dir, epochs, steps_per_epoch, batch_size, crop, lr, confidence, targets,
+          lesion_share, ssim_weight, agreement_sessions, resume, seed, device, precision, nprocs,
+          omp_nthreads, verbose) -> int:
     """Adapt a model to the unlabelled scans of BIDS_DIR; write it to OUTPUT_DIR.
 
     The base model's prediction from all of a session's contrasts (FLAIR among them) teaches
@@ -94,7 +103,9 @@ def adapt(bids_dir, output_dir, model_dir, participant_label, session_label, bid
         participant_labels=_labels(participant_label), session_labels=_labels(session_label),
         bids_filters=load_bids_filters(bids_filter_file), epochs=epochs,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop=crop, lr=lr,
-        confidence=confidence, ssim_weight=ssim_weight, agreement_sessions=agreement_sessions,
+        confidence=confidence, targets=targets, lesion_share=lesion_share,
+        ssim_weight=ssim_weight,
+        agreement_sessions=agreement_sessions,
         seed=seed, device=device,
         precision=precision, resume=resume, nprocs=nprocs or 1,
         omp_nthreads=omp_nthreads or default_threads(nprocs), verbose=verbose,

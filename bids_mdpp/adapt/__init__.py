@@ -66,8 +66,8 @@ class AdaptConfig:
     ``epochs`` × ``steps_per_epoch`` optimiser steps of ``batch_size`` crops of ``crop`` ×
     ``crop`` voxels; ``targets`` "mask" trains the subsets without FLAIR on the teacher's mask
     with the base model's own loss, "soft" on the teacher's probability, where ``confidence`` in
-    (0.5, 1) chooses the teacher's voxels used; ``lesion_share`` (``None`` or in (0, 1)) is the weight of the
-    teacher's confident lesion voxels in that term's mean; ``ssim_weight`` weighs the feature
+    (0.5, 1) chooses the teacher's voxels used; ``lesion_share`` (``None`` or in (0, 1)) is
+    the weight of the teacher's confident lesion voxels in that term's mean; ``ssim_weight`` weighs the feature
     co-training term; ``agreement_sessions`` bounds the sessions the agreement table is
     measured on (0: none).
     """

@@ -188,4 +188,3 @@ class AgreementLoss(nn.Module):
         return AgreementTerms(total=total, adapted=adapted_value, anchored=anchored_value,
                               similarity=float(similarity.detach()),
                               n_adapted=int(adapted.sum()), n_anchored=int(anchored.sum()))
-

@@ -71,6 +71,12 @@ def average_models(model_dirs: Sequence[os.PathLike | str], weights: Sequence[fl
     if min(weights) < 0 or sum(weights) <= 0:
         raise UsageError(f"weights must be non-negative and not all 0, got {weights}")
     models = [load_model(d, device="cpu") for d in model_dirs]
+    for model in models:
+        if model.anchor_network is not None:
+            raise ModelError(model.directory / CARD_NAME,
+                             f"the model keeps separate weights for the inputs with "
+                             f"{model.anchor_contrast} (it was made by bids_mdpp adapt); only "
+                             "models with one set of weights can be averaged")
     check_compatible(models)
     state = average_state([m.network.state_dict() for m in models], weights)
     network = FCDenseNet(models[0].card.network_config)

@@ -318,15 +318,18 @@ def calibrated_card(card, chosen: dict[str, dict], rows: Sequence[dict], config:
 
 
 def write_model_dir(source: Path, output: Path, card) -> Path:
-    """``output`` as a model directory: the weights of ``source`` copied byte for byte (their
-    sha256 is unchanged) and ``card`` as its model card."""
+    """``output`` as a model directory: the weights of ``source`` (and its anchor weights, when
+    the card names them) copied byte for byte (their sha256 is unchanged) and ``card`` as its
+    model card."""
     import datetime
 
     from bids_mdpp.imageio import atomic_path, write_json
     from bids_mdpp.model import CARD_NAME, WEIGHTS_NAME, software_versions
 
-    with atomic_path(output / WEIGHTS_NAME) as tmp:
-        shutil.copyfile(source / WEIGHTS_NAME, tmp)
+    names = [WEIGHTS_NAME] + ([card.anchor["weights"]] if card.anchor else [])
+    for name in names:
+        with atomic_path(output / name) as tmp:
+            shutil.copyfile(source / name, tmp)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     card = dataclasses.replace(card, created=now, software=software_versions())
     write_json(card.to_dict(), output / CARD_NAME)

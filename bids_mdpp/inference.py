@@ -148,7 +148,8 @@ class Predictor:
     Parameters
     ----------
     loaded_model : bids_mdpp.model.LoadedModel
-        The model; its network is copied, not changed.
+        The model; its network (and anchor network, for the inputs that include the card's
+        anchor contrast) is copied, not changed.
     device : str
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (see :func:`resolve_device`).
     batch_size : int
@@ -185,13 +186,28 @@ class Predictor:
         self.crop_margin = crop_margin
         self.flip_tta = flip_tta
         self.recalibrate = recalibrate
-        self.network = copy.deepcopy(loaded_model.network).to(self.device).eval()
-        if self.device.type in ("cpu", "cuda"):
-            self.network = self.network.to(memory_format=torch.channels_last)
+        self.network = self._ready(loaded_model.network)
+        self.anchor_contrast = loaded_model.anchor_contrast
+        self.anchor_network = (None if loaded_model.anchor_network is None
+                               else self._ready(loaded_model.anchor_network))
         depth = len(self.card.network_config.down_blocks)
         self.pooling_grid = 2**depth
         #: The arithmetic the last :meth:`predict` used (``fp32``, ``bf16`` or ``fp16``).
         self.precision_used: str | None = None
+
+    def _ready(self, network: torch.nn.Module) -> torch.nn.Module:
+        """A copy of ``network`` on this predictor's device, in eval mode and memory format."""
+        network = copy.deepcopy(network).to(self.device).eval()
+        if self.device.type in ("cpu", "cuda"):
+            network = network.to(memory_format=torch.channels_last)
+        return network
+
+    def network_for(self, contrasts: Iterable[str]) -> torch.nn.Module:
+        """The network an input of exactly ``contrasts`` runs through (the anchor network for
+        the inputs that include the card's anchor contrast)."""
+        if self.anchor_network is not None and self.anchor_contrast in tuple(contrasts):
+            return self.anchor_network
+        return self.network
 
     def code_for(self, contrasts: Iterable[str]) -> tuple[int, ...]:
         """The modality code of the available ``contrasts`` in the model's order."""
@@ -291,15 +307,16 @@ class Predictor:
         cropped, code = self._stack_block(known, shape, box), self.code_for(known)
         inside = None if mask is None else mask[box]
         code_t = torch.tensor([code], dtype=torch.float32, device=self.device)
-        dtype = self._dtype(cropped, inside, code_t)
+        network = self.network_for(known)
+        dtype = self._dtype(network, cropped, inside, code_t)
         fused = np.zeros(cropped.shape[1:], dtype=np.float32)
         for axis in range(3):
             per_axis = np.moveaxis(fused, axis, 0)
             inside_axis = None if inside is None else np.moveaxis(inside, axis, 0)
             for indices in self._batches(inside, axis, cropped.shape[axis + 1]):
                 window = self._window(inside_axis, indices, per_axis.shape[1:])
-                per_axis[(indices, *window)] += self._run(cropped, axis, indices, code_t, dtype,
-                                                          window)
+                per_axis[(indices, *window)] += self._run(network, cropped, axis, indices,
+                                                          code_t, dtype, window)
         fused /= 3.0
         probability = np.zeros(shape, dtype=np.float32)
         probability[box] = fused
@@ -334,8 +351,8 @@ class Predictor:
             return slice(0, plane[0]), slice(0, plane[1])
         return bounding_box(inside[indices].any(axis=0), self.crop_margin, self.pooling_grid)
 
-    def _run(self, stack: np.ndarray, axis: int, indices: np.ndarray, code_t: torch.Tensor,
-             dtype: torch.dtype | None,
+    def _run(self, network: torch.nn.Module, stack: np.ndarray, axis: int, indices: np.ndarray,
+             code_t: torch.Tensor, dtype: torch.dtype | None,
              window: tuple[slice, slice] = (slice(None), slice(None))) -> np.ndarray:
         """Probabilities ``(N, A, B)`` of the slices ``indices`` along ``axis``, within ``window``
         of the plane ``(A, B)``."""
@@ -347,10 +364,10 @@ class Predictor:
         autocast = (torch.autocast(self.device.type, dtype=dtype) if dtype is not None
                     else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
-            logits = self.network(x, code_t)
+            logits = network(x, code_t)
         return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
 
-    def _dtype(self, stack: np.ndarray, inside: np.ndarray | None,
+    def _dtype(self, network: torch.nn.Module, stack: np.ndarray, inside: np.ndarray | None,
                code_t: torch.Tensor) -> torch.dtype | None:
         """The autocast dtype for this input (None = fp32); ``auto`` checks bf16 on a few slices."""
         if self.precision != "auto":
@@ -364,8 +381,8 @@ class Predictor:
         probe = indices[max(0, middle - PROBE_SLICES // 2):][:PROBE_SLICES]
         window = self._window(None if inside is None else np.moveaxis(inside, 2, 0), probe,
                               stack.shape[1:3])
-        exact = self._run(stack, 2, probe, code_t, None, window)
-        fast = self._run(stack, 2, probe, code_t, torch.bfloat16, window)
+        exact = self._run(network, stack, 2, probe, code_t, None, window)
+        fast = self._run(network, stack, 2, probe, code_t, torch.bfloat16, window)
         difference = float(np.abs(exact - fast).max())
         if difference > BF16_TOLERANCE:
             LOGGER.info("bf16 differs from fp32 by %.4f on this input; using fp32", difference)

@@ -1,6 +1,6 @@
 """The model directory: the contract between training and inference.
 
-A model directory holds two files:
+A model directory holds two files (three for a model adapted with ``bids_mdpp adapt``):
 
 ``model_card.json``
     A :class:`ModelCard`: the contrasts in the network's channel order, the training mode, the
@@ -11,11 +11,16 @@ A model directory holds two files:
 ``model.pt``
     The network's weights: a plain state dict written with ``torch.save`` and read with
     ``torch.load(..., weights_only=True)`` (no code is ever unpickled).
+``anchor.pt`` (only when the card has an ``anchor``)
+    A second state dict of the same network, used for every input that includes the card's
+    ``anchor.contrast``: an adapted model keeps its base model's weights there, so the subsets
+    with FLAIR are segmented exactly as the base model segments them.
 
 API::
 
-    save_model(directory, network, card) -> Path
-    load_model(path, device="cpu") -> LoadedModel(network, card, directory, sha256)
+    save_model(directory, network, card, anchor=None) -> Path
+    load_model(path, device="cpu") -> LoadedModel(network, card, directory, sha256, …)
+    LoadedModel.network_for(contrasts) -> FCDenseNet   # the weights an input of these contrasts uses
     default_model_dir() -> Path            # the model shipped in bids_mdpp/data/models/default
 
 Every problem with a model directory raises :class:`~bids_mdpp.errors.ModelError` naming the file.
@@ -28,6 +33,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,7 @@ from bids_mdpp.recalibration import apply_logistic, check_probability_calibratio
 
 CARD_NAME = "model_card.json"
 WEIGHTS_NAME = "model.pt"
+ANCHOR_WEIGHTS_NAME = "anchor.pt"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "data" / "models" / "default"
 
 #: The intensity normalisation of the authors (FLEXCONN's KDE white-matter peak).
@@ -92,6 +99,10 @@ class ModelCard:
         Versions of bids_mdpp, torch and Python that produced the model.
     created : str
         ISO 8601 time the model was saved.
+    anchor : dict
+        ``{}`` (one set of weights, ``model.pt``), or ``contrast``, ``weights`` (a file name in
+        the model directory) and its ``sha256``: every input that includes ``contrast`` is
+        segmented with those weights instead of ``model.pt`` (:func:`save_model` fills it in).
     """
 
     name: str
@@ -110,6 +121,7 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     software: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    anchor: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.contrasts, str) or not isinstance(self.contrasts, (list, tuple)):
@@ -130,6 +142,7 @@ class ModelCard:
         if not (isinstance(self.threshold, (int, float)) and 0 < self.threshold < 1):
             raise ValueError(f"threshold must lie strictly between 0 and 1, got {self.threshold!r}")
         self._check_thresholds()
+        self._check_anchor()
         check_probability_calibration(self.probability_calibration)
         if not isinstance(self.normalisation, dict) or "method" not in self.normalisation:
             raise ValueError("normalisation must be a mapping with a 'method'")
@@ -161,6 +174,27 @@ class ModelCard:
                     "written as in 'T1w+FLAIR' (canonical order, joined by '+')")
             if not (isinstance(value, (int, float)) and 0 < value < 1):
                 raise ValueError(f"thresholds[{name!r}] must lie strictly between 0 and 1, got {value!r}")
+
+    def _check_anchor(self) -> None:
+        if not isinstance(self.anchor, dict):
+            raise ValueError(f"anchor must be a mapping (or {{}}), got {self.anchor!r}")
+        if not self.anchor:
+            return
+        missing = [k for k in ("contrast", "weights", "sha256") if k not in self.anchor]
+        if missing:
+            raise ValueError(f"anchor misses {', '.join(missing)}")
+        if self.anchor["contrast"] not in self.contrasts:
+            raise ValueError(f"anchor contrast {self.anchor['contrast']!r} is not one of "
+                             f"{', '.join(self.contrasts)}")
+        weights = self.anchor["weights"]
+        if (not isinstance(weights, str) or weights in ("", ".", "..", WEIGHTS_NAME, CARD_NAME)
+                or Path(weights).name != weights):
+            raise ValueError(f"anchor weights must name a file of the model directory other "
+                             f"than {WEIGHTS_NAME} and {CARD_NAME}, got {weights!r}")
+        digest = self.anchor["sha256"]
+        if not (isinstance(digest, str) and len(digest) == 64
+                and all(c in "0123456789abcdef" for c in digest)):
+            raise ValueError(f"anchor sha256 must be 64 lower-case hex digits, got {digest!r}")
 
     def threshold_for(self, contrasts) -> float:
         """The threshold for an input of exactly ``contrasts`` (any order): its calibrated
@@ -224,12 +258,28 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready for inference: the network in eval mode, its card, where it came from."""
+    """A model ready for inference: the network in eval mode, its card, where it came from.
+
+    ``sha256`` is that of ``model.pt``; ``anchor_network`` (the card's anchor weights) segments
+    every input that includes ``anchor_contrast`` (both None when the card has no anchor).
+    """
 
     network: FCDenseNet
     card: ModelCard
     directory: Path
     sha256: str
+    anchor_network: FCDenseNet | None = None
+    anchor_contrast: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.anchor_network is None) != (self.anchor_contrast is None):
+            raise ValueError("anchor_network and anchor_contrast go together")
+
+    def network_for(self, contrasts) -> FCDenseNet:
+        """The network an input of exactly ``contrasts`` (names) is segmented with."""
+        if self.anchor_network is not None and self.anchor_contrast in tuple(contrasts):
+            return self.anchor_network
+        return self.network
 
 
 def software_versions() -> dict[str, str]:
@@ -240,28 +290,60 @@ def software_versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def save_model(directory: os.PathLike | str, network: FCDenseNet, card: ModelCard) -> Path:
+def save_model(directory: os.PathLike | str, network: FCDenseNet, card: ModelCard,
+               anchor: tuple[str, FCDenseNet | Path] | None = None) -> Path:
     """Write ``model.pt`` and ``model_card.json`` into ``directory`` (atomically); returns it.
 
-    ``created`` and ``software`` are filled in when the card leaves them empty.  The network's
-    configuration must be the card's (``ValueError`` otherwise).
+    ``anchor``: ``(contrast, network)`` whose weights segment every input that includes
+    ``contrast``, or ``(contrast, path)`` of a weights file of this network to copy byte for
+    byte (its sha256 is kept: a base model's ``model.pt``); they are written to ``anchor.pt``
+    and the card's ``anchor`` is set to match.  Without one the card's ``anchor`` is emptied,
+    whatever the given card held, and a stale ``anchor.pt`` is removed.  ``created`` and
+    ``software`` are filled in when the card leaves them empty.  The networks' configuration
+    must be the card's (``ValueError`` otherwise).
     """
     directory = Path(directory)
-    if network.config != card.network_config:
-        raise ValueError(
-            f"the network's configuration {network.config} is not the card's {card.network_config}"
-        )
+    networks = [network] + ([anchor[1]] if anchor is not None
+                            and not isinstance(anchor[1], (str, os.PathLike)) else [])
+    for each in networks:
+        if each.config != card.network_config:
+            raise ValueError(
+                f"the network's configuration {each.config} is not the card's {card.network_config}"
+            )
     if not card.created:
         card = dataclasses.replace(
             card, created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         )
     if not card.software:
         card = dataclasses.replace(card, software=software_versions())
-    state = {key: value.detach().cpu() for key, value in network.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        torch.save(state, tmp)
+    directory.mkdir(parents=True, exist_ok=True)
+    if anchor is None:
+        card = dataclasses.replace(card, anchor={})
+        (directory / ANCHOR_WEIGHTS_NAME).unlink(missing_ok=True)
+    else:
+        contrast, source = anchor
+        path = directory / ANCHOR_WEIGHTS_NAME
+        if isinstance(source, (str, os.PathLike)):
+            with atomic_path(path) as tmp:
+                shutil.copyfile(source, tmp)
+        else:
+            _write_weights(source, path)
+        card = dataclasses.replace(card, anchor={"contrast": contrast, "weights": path.name,
+                                                 "sha256": sha256_of(path)})
+    _write_weights(network, directory / WEIGHTS_NAME)
     write_json(card.to_dict(), directory / CARD_NAME)
     return directory
+
+
+def _write_weights(network: FCDenseNet, path: Path) -> Path:
+    """The network's state dict (on the CPU) saved to ``path`` atomically; returns ``path``.
+
+    Written through a file object, so that the archive's inner name does not depend on the
+    temporary file's: the same weights give the same bytes (and sha256) every time."""
+    state = {key: value.detach().cpu() for key, value in network.state_dict().items()}
+    with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+        torch.save(state, stream)
+    return path
 
 
 def sha256_of(path: Path) -> str:
@@ -343,13 +425,28 @@ def load_model(path: os.PathLike | str, device: str | torch.device = "cpu") -> L
         path = path.parent
     card = read_card(path / CARD_NAME)
     weights_path = path / WEIGHTS_NAME
+    network = _read_network(card, weights_path, device)
+    anchor_network, anchor_contrast = None, None
+    if card.anchor:
+        anchor_contrast = card.anchor["contrast"]
+        anchor_path = path / card.anchor["weights"]
+        if anchor_path.is_file() and sha256_of(anchor_path) != card.anchor["sha256"]:
+            raise ModelError(anchor_path, f"its sha256 is not the one {CARD_NAME} records for the "
+                             f"weights of the inputs with {card.anchor['contrast']} (the file was "
+                             "changed or replaced)")
+        anchor_network = _read_network(card, anchor_path, device)
+    return LoadedModel(network=network, card=card, directory=path.resolve(),
+                       sha256=sha256_of(weights_path), anchor_network=anchor_network,
+                       anchor_contrast=anchor_contrast)
+
+
+def _read_network(card: ModelCard, weights_path: Path, device) -> FCDenseNet:
+    """The card's network with the checked weights of ``weights_path``, on ``device``, in eval."""
     state = read_state_dict(weights_path)
     network = FCDenseNet(card.network_config)
     check_state_dict(state, network, weights_path)
     network.load_state_dict(state)
-    network.to(torch.device(device)).eval()
-    return LoadedModel(network=network, card=card, directory=path.resolve(),
-                       sha256=sha256_of(weights_path))
+    return network.to(torch.device(device)).eval()
 
 
 def default_model_dir() -> Path:
@@ -366,5 +463,5 @@ def default_model_dir() -> Path:
     return DEFAULT_MODEL_DIR
 
 
-__all__ = ["CARD_NAME", "KDE_WM_PEAK", "MODES", "WEIGHTS_NAME", "LoadedModel", "ModelCard",
+__all__ = ["ANCHOR_WEIGHTS_NAME", "CARD_NAME", "KDE_WM_PEAK", "MODES", "WEIGHTS_NAME", "LoadedModel", "ModelCard",
            "default_model_dir", "load_model", "save_model"]

@@ -378,7 +378,9 @@ def provenance(inputs: SessionInputs, preproc: PreprocResult, model_card: Mappin
 
 def model_provenance(card: Mapping, model_sha256: str) -> dict:
     """The ``Model`` entry of a sidecar: name, version, mode, sha256 and, for a model made by
-    ``bids_mdpp adapt``, ``AdaptedFrom`` (the base model) and ``AdaptedOn`` (dataset, sessions)."""
+    ``bids_mdpp adapt``, ``AdaptedFrom`` (the base model) and ``AdaptedOn`` (dataset, sessions);
+    for a model with anchor weights, ``AnchorWeights`` (the contrast whose inputs use them, and
+    their sha256)."""
     model = {"Name": card.get("name"), "Version": card.get("version"), "Mode": card.get("mode"),
              "SHA256": model_sha256}
     adaptation = (card.get("training") or {}).get("adaptation")
@@ -390,6 +392,10 @@ def model_provenance(card: Mapping, model_sha256: str) -> dict:
             "Dataset": adaptation.get("dataset"),
             "Sessions": [s.get("session") for s in adaptation.get("sessions") or []],
             "LabelsUsed": bool(adaptation.get("labels_used", False))}
+    anchor = card.get("anchor")
+    if isinstance(anchor, dict) and anchor:
+        model["AnchorWeights"] = {"Contrast": anchor.get("contrast"),
+                                  "SHA256": anchor.get("sha256")}
     return model
 
 

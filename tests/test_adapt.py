@@ -137,11 +137,23 @@ def test_adapt_reads_no_label_keeps_flair_and_records_it(base_model, cohort, wor
     assert set(table) == set(adaptation["subsets_adapted"]) | set(adaptation["subsets_anchored"])
     assert all(0 <= row["before"] <= 1 and 0 <= row["after"] <= 1 for row in table.values())
     assert table["T1w+FLAIR+T2w"]["before"] == 1.0
-    for name in adaptation["subsets_anchored"]:
-        assert table[name]["drift_dsc"] >= FLAIR_DRIFT_DSC, (name, table[name])
+    for name in adaptation["subsets_anchored"]:  # the base model's own weights: no drift at all
+        assert table[name]["drift_dsc"] == 1.0, (name, table[name])
+        assert table[name]["drift_probability"] == 0.0, (name, table[name])
     assert any(table[n]["drift_probability"] > 0 for n in adaptation["subsets_adapted"])
     assert card.contrasts == ("T1w", "FLAIR", "T2w") and card.name == "adapted"
-    assert sorted(p.name for p in out.iterdir()) == ["adaptation", "model.pt", "model_card.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["adaptation", "anchor.pt", "model.pt",
+                                                     "model_card.json"]
+    assert card.anchor == {"contrast": "FLAIR", "weights": "anchor.pt",  # a byte copy of the base
+                           "sha256": sha256_of(base_model / "model.pt")}
+    assert adaptation["flair_subsets"] == "the base model's weights (anchor.pt)"
+    base_network = load_model(base_model).network
+    assert loaded.network_for(["T1w", "FLAIR"]) is loaded.anchor_network
+    assert loaded.network_for(["T1w", "T2w"]) is loaded.network
+    assert all(torch.equal(a, b) for a, b in zip(loaded.anchor_network.state_dict().values(),
+                                                 base_network.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(loaded.network.state_dict().values(),
+                                                     base_network.state_dict().values()))
     assert (out / "adaptation" / "metrics.csv").read_text().count("\n") == 3
 
     # the participant level with the adapted model reuses the preprocessing and says so
@@ -155,8 +167,11 @@ def test_adapt_reads_no_label_keeps_flair_and_records_it(base_model, cohort, wor
     assert sidecar["Model"]["AdaptedFrom"]["SHA256"] == adaptation["base_model"]["sha256"]
     assert sidecar["Model"]["AdaptedOn"] == {"Dataset": "tiny training set",
                                              "Sessions": ["sub-01"], "LabelsUsed": False}
+    assert sidecar["Model"]["AnchorWeights"] == {"Contrast": "FLAIR",
+                                                 "SHA256": card.anchor["sha256"]}
     report = (participant_out / "sub-01.html").read_text()
     assert "adapted with bids_mdpp adapt from base" in report
+    assert "inputs with FLAIR use the base model" in report
     assert "unlabelled session(s) of tiny training set" in report
 
 
@@ -167,7 +182,8 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(base_model, cohort, wo
     quick[quick.index("--epochs") + 1] = "1"
     interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
     common = ["--model", base_model, "-w", work, "--participant-label", "01",
-              "--agreement-sessions", "0", "--targets", "soft", "--lesion-share", "0.5"]
+              "--agreement-sessions", "1", "--flair-subsets", "adapted",
+              "--targets", "soft", "--lesion-share", "0.5"]
     assert run_cli(["adapt", bids, interrupted, *common, *quick], capsys)[0] == 0
     status, err = run_cli(["adapt", bids, interrupted, *common, *quick], capsys)
     assert status == 64 and "--resume" in err
@@ -179,11 +195,15 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(base_model, cohort, wo
     uninterrupted = torch.load(whole / "model.pt", weights_only=True)
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
     card = json.loads((whole / "model_card.json").read_text())
+    assert card["anchor"] == {} and not (whole / "anchor.pt").exists()
+    assert card["training"]["adaptation"]["flair_subsets"] == "the adapted weights"
     assert card["training"]["adaptation"]["lesion_share"] == 0.5
     assert card["training"]["adaptation"]["targets"] == "soft"
     assert card["training"]["adaptation"]["mask_loss"] is None
-    measured = card["metrics"]["adaptation"]
-    assert measured["agreement"] == {} and measured["sessions"] == []
+    measured = card["metrics"]["adaptation"]  # one network for all: the anchoring term holds FLAIR
+    assert measured["sessions"] == ["sub-01"]
+    for name in card["training"]["adaptation"]["subsets_anchored"]:
+        assert measured["agreement"][name]["drift_dsc"] >= FLAIR_DRIFT_DSC, name
     base = torch.load(base_model / "model.pt", weights_only=True)
     assert not all(torch.equal(base[k], uninterrupted[k]) for k in uninterrupted)
     status, err = run_cli(["adapt", bids, whole, *common, *QUICK, "--resume", "--seed", "5"],

@@ -86,6 +86,16 @@ def test_models_of_different_networks_or_contrasts_are_refused_by_name(tmp_path)
         average_models([a, other])
 
 
+def test_a_model_with_anchor_weights_is_refused_by_name(tmp_path):
+    a = _model(tmp_path, "a", 0)
+    card = make_card(name="adapted")
+    torch.manual_seed(2)
+    adapted = save_model(tmp_path / "adapted", build_network(card.network), card,
+                         anchor=("FLAIR", build_network(card.network)))
+    with pytest.raises(ModelError, match=r"adapted.*separate weights for the inputs with FLAIR"):
+        average_models([a, adapted])
+
+
 @pytest.mark.parametrize("weights, message", [
     ([1.0], "1 weights for 2 models"),
     ([0.0, 0.0], "not all 0"),

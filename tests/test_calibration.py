@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import torch
 from test_train_support import write_bids_dataset
 
 from bids_mdpp.calibration import THRESHOLD_GRID, best_threshold, dice_curve, subsets_of
@@ -265,3 +267,24 @@ def test_calibrate_probabilities_without_thresholds_keeps_one_threshold(labelled
     assert card.thresholds == {} and card.threshold == 0.5  # T2w's old 0.4 is dropped
     assert "calibration" not in card.metrics and "threshold " not in stdout
     assert card.metrics["probability_calibration"]["predictions"] == 2
+
+
+def test_the_calibrated_copy_of_a_model_keeps_its_anchor_weights(tmp_path):
+    """A model made by adapt has two weight files; the calibrated directory holds both."""
+    from bids_mdpp.calibration import write_model_dir
+    from bids_mdpp.model import load_model, save_model
+    from bids_mdpp.nn import build_network
+    from test_model import make_card
+
+    card = make_card()
+    torch.manual_seed(0)
+    source = save_model(tmp_path / "adapted", build_network(card.network), card,
+                        anchor=("FLAIR", build_network(card.network)))
+    loaded = load_model(source)
+    out = tmp_path / "calibrated"
+    out.mkdir()
+    write_model_dir(source, out, dataclasses.replace(loaded.card, thresholds={"FLAIR": 0.4}))
+    copied = load_model(out)
+    assert copied.card.thresholds == {"FLAIR": 0.4} and copied.card.anchor == loaded.card.anchor
+    assert (out / "anchor.pt").read_bytes() == (source / "anchor.pt").read_bytes()
+    assert copied.network_for(["FLAIR"]) is copied.anchor_network

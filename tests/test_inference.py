@@ -285,3 +285,23 @@ def test_the_cards_probability_calibration_is_applied_after_fusion(loaded, sessi
     unchanged = Predictor(recalibrated, precision="fp32", recalibrate=False)
     assert np.allclose(unchanged.predict(volumes, brain), raw, atol=1e-6)
     assert "ProbabilityCalibration" not in unchanged.settings
+
+
+def test_inputs_with_the_anchor_contrast_run_through_the_anchor_weights(loaded, session, tmp_path):
+    """A model with anchor weights segments an input that includes the anchor contrast exactly
+    as the anchor network does, and every other input with its own weights."""
+    volumes, brain = session
+    torch.manual_seed(4)
+    other = build_network(loaded.card.network)
+    other.reset_parameters(std=0.2)
+    anchored = load_model(save_model(tmp_path / "anchored", other, loaded.card,
+                                     anchor=("FLAIR", loaded.network)))
+    plain, other_alone = Predictor(loaded, precision="fp32"), Predictor(anchored, precision="fp32")
+    assert other_alone.network_for(["T1w", "FLAIR"]) is other_alone.anchor_network
+    with_flair = other_alone.predict(volumes, brain)
+    assert np.array_equal(with_flair, plain.predict(volumes, brain))
+    t1w = {"T1w": volumes["T1w"]}
+    assert not np.allclose(other_alone.predict(t1w, brain), plain.predict(t1w, brain), atol=1e-3)
+    reference = Predictor(load_model(save_model(tmp_path / "other", other, loaded.card)),
+                          precision="fp32")
+    assert np.array_equal(other_alone.predict(t1w, brain), reference.predict(t1w, brain))

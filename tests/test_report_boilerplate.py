@@ -88,3 +88,15 @@ def test_probability_calibration_is_described_when_applied():
     text = methods_text(PREPROC, calibrated)
     assert "recalibrated by the model's logistic map" in text
     assert "scaled by 1.6, shifted by -0.25" in text
+
+
+def test_an_adapted_model_is_described_with_its_base_and_its_anchor_weights():
+    adapted = {**SUMMARY["Model"],
+               "AdaptedFrom": {"Name": "default", "Version": "0.1.0", "SHA256": "1" * 64},
+               "AdaptedOn": {"Dataset": "a site", "Sessions": ["sub-01"], "LabelsUsed": False}}
+    text = methods_text(PREPROC, {**SUMMARY, "Model": adapted})
+    assert 'adapted from "default" (version 0.1.0) with bids_mdpp adapt on 1 unlabelled' in text
+    assert "Inputs that include FLAIR" not in text
+    anchored = {**adapted, "AnchorWeights": {"Contrast": "FLAIR", "SHA256": "2" * 64}}
+    text = methods_text(PREPROC, {**SUMMARY, "Model": anchored})
+    assert "Inputs that include FLAIR were segmented with the base model's own weights." in text

@@ -11,7 +11,7 @@ import torch
 from test_train_support import normalised_subject
 
 from bids_mdpp.errors import UsageError
-from bids_mdpp.model import load_model
+from bids_mdpp.model import load_model, save_model
 from bids_mdpp.training import NETWORK_SIZES, TrainingConfig
 from bids_mdpp.training.distributed import init_distributed
 from bids_mdpp.training.slabs import write_subject_cache
@@ -178,6 +178,13 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path, caches):
     wrong = dataclasses.replace(tuned, output_dir=tmp_path / "x", mode="moddrop")
     with pytest.raises(UsageError, match="dynamic head"):
         trainer(wrong, caches, validation=False)
+    anchored = load_model(tuned.output_dir)
+    save_model(tmp_path / "anchored", anchored.network, anchored.card,
+               anchor=("FLAIR", anchored.network))
+    from_anchored = dataclasses.replace(tuned, output_dir=tmp_path / "y",
+                                        init_from=tmp_path / "anchored")
+    with pytest.raises(UsageError, match="separate weights for the inputs with FLAIR"):
+        trainer(from_anchored, caches, validation=False)
 
 
 def test_the_model_card_records_the_single_contrast_share(tmp_path, caches):

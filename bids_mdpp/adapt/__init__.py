@@ -19,6 +19,12 @@ least one other contrast,
 * every input also gets the feature-level co-training term of ModDrop++: −``ssim_weight`` ×
   SSIM between the student's first-layer features and the teacher's on the full input.
 
+The model directory written holds the student's weights for every input and, with
+``flair_subsets="base"`` (the default), the base model's own weights for the inputs with FLAIR
+(``anchor.pt``, :mod:`bids_mdpp.model`): the guard then holds exactly, not only within the
+drift the anchoring term allows.  With ``flair_subsets="adapted"`` the student's weights
+segment every input.
+
 The network runs in evaluation mode throughout (batch-norm statistics and drop-out as in the
 base model), so that what is trained is what inference computes.  No label is read: the only
 inputs are the dataset's images and the base model.
@@ -57,6 +63,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: What the inputs without FLAIR learn: the teacher's probability on its confident voxels, or its
 #: mask with the base model's training loss.
 TARGETS = ("mask", "soft")
+#: Which weights the written model segments the inputs with FLAIR with.
+FLAIR_SUBSETS = ("base", "adapted")
 
 
 @dataclass(frozen=True)
@@ -67,9 +75,10 @@ class AdaptConfig:
     ``crop`` voxels; ``targets`` "mask" trains the subsets without FLAIR on the teacher's mask
     with the base model's own loss, "soft" on the teacher's probability, where ``confidence`` in
     (0.5, 1) chooses the teacher's voxels used; ``lesion_share`` (``None`` or in (0, 1)) is
-    the weight of the teacher's confident lesion voxels in that term's mean; ``ssim_weight`` weighs the feature
-    co-training term; ``agreement_sessions`` bounds the sessions the agreement table is
-    measured on (0: none).
+    the weight of the teacher's confident lesion voxels in that term's mean; ``ssim_weight``
+    weighs the feature co-training term; ``agreement_sessions`` bounds the sessions the
+    agreement table is measured on (0: none); ``flair_subsets`` "base" keeps the base model's
+    weights for the inputs with FLAIR in the written model, "adapted" uses the student's for all.
     """
 
     bids_dir: Path
@@ -86,6 +95,7 @@ class AdaptConfig:
     lr: float = 1e-4
     confidence: float = 0.8
     targets: str = "mask"
+    flair_subsets: str = "base"
     lesion_share: float | None = None
     ssim_weight: float = 0.05
     agreement_sessions: int = 2
@@ -111,6 +121,9 @@ class AdaptConfig:
                              f"{self.confidence}")
         if self.targets not in TARGETS:
             raise UsageError(f"unknown --targets {self.targets!r}; use {', '.join(TARGETS)}")
+        if self.flair_subsets not in FLAIR_SUBSETS:
+            raise UsageError(f"unknown --flair-subsets {self.flair_subsets!r}; use "
+                             f"{', '.join(FLAIR_SUBSETS)}")
         if self.targets == "mask" and self.lesion_share is not None:
             raise UsageError("--lesion-share weighs the soft targets' confident voxels; it has no "
                              "meaning with --targets mask")
@@ -179,4 +192,4 @@ def check_base_model(base, model_dir: Path) -> None:
             "a model trained with modality drop-out (moddrop, moddrop+, moddrop++) can be adapted")
 
 
-__all__ = ["ANCHOR_CONTRAST", "TARGETS", "AdaptConfig", "check_base_model", "run_adaptation"]
+__all__ = ["ANCHOR_CONTRAST", "FLAIR_SUBSETS", "TARGETS", "AdaptConfig", "check_base_model", "run_adaptation"]

@@ -7,8 +7,12 @@ run's settings; atomic) and ``metrics.csv`` are written; ``--resume`` continues 
 checkpoint when the settings are the same.  The samples are reproducible for (seed, epoch,
 item) and the network runs without drop-out, so a resumed run computes what an uninterrupted
 one would.  At the end the agreement table (:mod:`bids_mdpp.adapt.agreement`) is measured and
-the model directory written: the adapted weights and the base model's card with the
+the model directory written: the adapted weights, with ``--flair-subsets base`` the base
+model's weights for the inputs with FLAIR (``anchor.pt``), and the base model's card with the
 adaptation recorded in ``training.adaptation`` and ``metrics.adaptation``.
+
+The teacher and the anchor are the weights the base model segments an input with FLAIR with
+(its own ``anchor.pt`` when it was itself adapted); the student starts from its ``model.pt``.
 """
 from __future__ import annotations
 
@@ -65,7 +69,9 @@ class Adapter:
         self.device = device
         self.precision = precision
         torch.manual_seed(config.seed)
-        self.teacher = copy.deepcopy(base.network).to(device).eval().requires_grad_(False)
+        everything = base.card.contrasts
+        self.teacher = copy.deepcopy(base.network_for(everything)).to(device).eval() \
+            .requires_grad_(False)
         self.student = copy.deepcopy(base.network).to(device).eval().requires_grad_(True)
         self.loss = AgreementLoss(
             self.student, self.teacher, anchor_index=base.card.contrasts.index(ANCHOR_CONTRAST),
@@ -223,8 +229,12 @@ class Adapter:
         from bids_mdpp.training.trainer import peak_rss_gb
 
         network = copy.deepcopy(self.student).cpu().eval().requires_grad_(False)
+        anchor_network = None
+        if self.config.flair_subsets == "base":
+            anchor_network = copy.deepcopy(self.teacher).cpu().eval()
         adapted = LoadedModel(network=network, card=self.base.card, sha256="",
-                              directory=self.config.output_dir)
+                              directory=self.config.output_dir, anchor_network=anchor_network,
+                              anchor_contrast=None if anchor_network is None else ANCHOR_CONTRAST)
         measured = self.sessions[:self.config.agreement_sessions]
         LOGGER.info("Measuring the agreement with the teacher per contrast subset on %s",
                     ", ".join(s.key for s in measured) or "no session (--agreement-sessions 0)")
@@ -233,16 +243,28 @@ class Adapter:
         totals = summary(table)
         seconds = self.seconds_before + time.perf_counter() - self.started
         card = self.model_card(table, totals, seconds, peak_rss_gb())
-        directory = save_model(self.config.output_dir, network, card)
+        directory = save_model(self.config.output_dir, network, card,
+                               anchor=None if anchor_network is None
+                               else (ANCHOR_CONTRAST, self.teacher_weights_file()))
         LOGGER.info("Adapted model written to %s (subsets without FLAIR: agreement %s → %s; "
                     "subsets with FLAIR: smallest drift DSC %s)", directory,
                     totals["without_flair_before"], totals["without_flair_after"],
                     totals["with_flair_min_drift_dsc"])
         return directory
 
+    def teacher_weights_file(self) -> Path:
+        """The base model's file of the weights it segments inputs with FLAIR with (its
+        ``anchor.pt`` when it has one, else ``model.pt``): the adapted model's ``anchor.pt`` is
+        a byte copy of it, so its sha256 is the one the base model published."""
+        from bids_mdpp.model import WEIGHTS_NAME
+
+        card = self.base.card
+        return self.base.directory / (card.anchor["weights"] if card.anchor else WEIGHTS_NAME)
+
     def model_card(self, table: dict, totals: dict, seconds: float, peak_gb: float):
         """The base model's card with the adaptation recorded (see docs/training.md)."""
         from bids_mdpp import __version__
+        from bids_mdpp.model import ANCHOR_WEIGHTS_NAME
         from bids_mdpp.training.data import dataset_name
 
         base, config = self.base, self.config
@@ -262,6 +284,8 @@ class Adapter:
             "batch_size": config.batch_size, "crop": config.crop,
             "optimiser": {"name": "Adam", "lr": config.lr, "betas": [0.5, 0.999]},
             "targets": config.targets, "mask_loss": self.mask_loss_settings(),
+            "flair_subsets": (f"the base model's weights ({ANCHOR_WEIGHTS_NAME})"
+                              if config.flair_subsets == "base" else "the adapted weights"),
             "confidence": config.confidence, "lesion_share": config.lesion_share,
             "ssim_weight": config.ssim_weight,
             "seconds": round(seconds, 1), "peak_rss_gb": peak_gb,

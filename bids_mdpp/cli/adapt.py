@@ -56,6 +56,11 @@ No label is read: only the dataset's images and the base model.
               help="What the inputs without FLAIR learn: mask, the teacher's mask on every "
                    "voxel with the base model's own training loss (as if it were a label); "
                    "soft, the teacher's probability on its confident voxels.")
+@click.option("--flair-subsets", type=click.Choice(["base", "adapted"]), default="base",
+              show_default=True,
+              help="Weights the adapted model segments the inputs with FLAIR with: base, the base "
+                   "model's own (kept beside the adapted ones, so those subsets are exactly the "
+                   "base model's); adapted, the adapted weights, as for every other input.")
 @click.option("--lesion-share", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="With --targets soft: weight of the teacher's confident lesion voxels in the "
                    "mean of the term without FLAIR (the background gets the rest; default: one "
@@ -67,7 +72,7 @@ No label is read: only the dataset's images and the base model.
                    "subset at the end (two whole-volume predictions per subset; 0: none).")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT_DIR from its checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the sampling (the run is deterministic for a seed).")
+              help="Seed of the sampling (in fp32 the run is deterministic for a seed).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
               show_default=True, help="auto: bf16 where native (CPU/GPU), fp16 AMP on other GPUs.")
@@ -78,13 +83,13 @@ No label is read: only the dataset's images and the base model.
 @click.option("-v", "--verbose", count=True, help="More output (-vv: Nipype's too).")
 def adapt(bids_dir, output_dir, model_dir, participant_label, session_label, bids_filter_file,
           work_dir, epochs, steps_per_epoch, batch_size, crop, lr, confidence, targets,
-          lesion_share, ssim_weight, agreement_sessions, resume, seed, device, precision, nprocs,
+          flair_subsets, lesion_share, ssim_weight, agreement_sessions, resume, seed, device, precision, nprocs,
           omp_nthreads, verbose) -> int:
     """Adapt a model to the unlabelled scans of BIDS_DIR; write it to OUTPUT_DIR.
 
     The base model's prediction from all of a session's contrasts (FLAIR among them) teaches
     the same model fed subsets of that session without FLAIR; the subsets with FLAIR are held
-    to the base model.  Sessions without FLAIR are skipped and reported.
+    to the base model (and, by default, keep its weights).  Sessions without FLAIR are skipped and reported.
     """
     from bids_mdpp.adapt import AdaptConfig, run_adaptation
     from bids_mdpp.bids import load_bids_filters
@@ -103,7 +108,8 @@ def adapt(bids_dir, output_dir, model_dir, participant_label, session_label, bid
         participant_labels=_labels(participant_label), session_labels=_labels(session_label),
         bids_filters=load_bids_filters(bids_filter_file), epochs=epochs,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop=crop, lr=lr,
-        confidence=confidence, targets=targets, lesion_share=lesion_share,
+        confidence=confidence, targets=targets, flair_subsets=flair_subsets,
+        lesion_share=lesion_share,
         ssim_weight=ssim_weight, agreement_sessions=agreement_sessions, seed=seed, device=device,
         precision=precision, resume=resume, nprocs=nprocs or 1,
         omp_nthreads=omp_nthreads or default_threads(nprocs), verbose=verbose,

@@ -126,6 +126,10 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
                  f"{len(cohort.get('Sessions') or [])} unlabelled session(s) of "
                  f"{cohort.get('Dataset')}: the base model's prediction from all of a session's "
                  f"contrasts taught the same network fed subsets of them without FLAIR.")
+        anchor = model.get("AnchorWeights")
+        if anchor:
+            text += (f" Inputs that include {anchor.get('Contrast')} were segmented with the "
+                     f"base model's own weights.")
     if shipped_model:
         text += (f" The shipped model was trained on data derived from the MSLUB database "
                  f"{_cite('lesjak2018')}.")

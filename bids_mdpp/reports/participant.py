@@ -199,6 +199,9 @@ def model_fact(model: dict) -> str:
         text += (f"; adapted with bids_mdpp adapt from {base.get('Name')} {base.get('Version')} "
                  f"(sha256 {str(base.get('SHA256'))[:12]}…) on {len(sessions)} unlabelled "
                  f"session(s) of {cohort.get('Dataset')}: {', '.join(sessions)}")
+    anchor = model.get("AnchorWeights")
+    if anchor:
+        text += f"; inputs with {anchor.get('Contrast')} use the base model's own weights"
     return text
 
 

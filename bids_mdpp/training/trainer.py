@@ -253,6 +253,11 @@ class Trainer:
             return build_network(self.config.network_config(self.contrasts)), None
         loaded = load_model(self.config.init_from)
         card = loaded.card
+        if loaded.anchor_network is not None:
+            raise UsageError(
+                f"--init-from {self.config.init_from}: the model keeps separate weights for the "
+                f"inputs with {loaded.anchor_contrast} (it was made by bids_mdpp adapt); "
+                "fine-tune its base model, or a model adapted with --flair-subsets adapted")
         if card.contrasts != self.contrasts:
             raise UsageError(
                 f"--init-from {self.config.init_from}: the model's contrasts "

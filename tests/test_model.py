@@ -53,6 +53,77 @@ def test_round_trip_keeps_weights_and_card(model_dir):
     assert not list(model_dir.glob(".*"))  # no temporary left behind
 
 
+def _anchored(tmp_path) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
+    """A model directory with anchor weights for FLAIR; its two networks."""
+    card = make_card()
+    torch.manual_seed(1)
+    network, anchor = build_network(card.network), build_network(card.network)
+    return save_model(tmp_path / "anchored", network, card, anchor=("FLAIR", anchor)), network, anchor
+
+
+def test_anchor_weights_round_trip_and_segment_the_inputs_with_their_contrast(tmp_path):
+    directory, network, anchor = _anchored(tmp_path)
+    loaded = load_model(directory)
+    assert loaded.card.anchor == {"contrast": "FLAIR", "weights": "anchor.pt", "sha256":
+                                  hashlib.sha256((directory / "anchor.pt").read_bytes()).hexdigest()}
+    assert loaded.anchor_contrast == "FLAIR" and not loaded.anchor_network.training
+    for mine, theirs in ((loaded.network, network), (loaded.anchor_network, anchor)):
+        assert all(torch.equal(mine.state_dict()[k], v) for k, v in theirs.state_dict().items())
+    assert loaded.network_for(("FLAIR",)) is loaded.anchor_network
+    assert loaded.network_for(["T1w", "FLAIR"]) is loaded.anchor_network
+    assert loaded.network_for(["T1w"]) is loaded.network
+    # saving again without an anchor leaves one set of weights, whatever the card said
+    save_model(directory, network, loaded.card)
+    plain = load_model(directory)
+    assert plain.card.anchor == {} and plain.anchor_network is None
+    assert not (directory / "anchor.pt").exists()
+    assert plain.network_for(["FLAIR"]) is plain.network
+
+
+def test_the_same_weights_give_the_same_bytes_and_a_weights_file_is_copied_as_is(tmp_path):
+    torch.manual_seed(0)
+    card = make_card()
+    network = build_network(card.network)
+    first = save_model(tmp_path / "first", network, card)
+    second = save_model(tmp_path / "second", network, card)
+    assert (first / "model.pt").read_bytes() == (second / "model.pt").read_bytes()
+    copied = save_model(tmp_path / "copied", build_network(card.network), card,
+                        anchor=("FLAIR", first / "model.pt"))
+    loaded = load_model(copied)
+    assert loaded.card.anchor["sha256"] == load_model(first).sha256
+    assert all(torch.equal(loaded.anchor_network.state_dict()[k], v)
+               for k, v in network.state_dict().items())
+
+
+def test_changed_or_missing_anchor_weights_are_named(tmp_path):
+    directory, _, _ = _anchored(tmp_path)
+    state = torch.load(directory / "anchor.pt", weights_only=True)
+    first = next(iter(state))
+    state[first] = state[first] + 1
+    torch.save(state, directory / "anchor.pt")
+    with pytest.raises(ModelError, match=r"anchor\.pt.*sha256 is not the one"):
+        load_model(directory)
+    (directory / "anchor.pt").unlink()
+    with pytest.raises(ModelError, match=r"anchor\.pt.*does not exist"):
+        load_model(directory)
+
+
+@pytest.mark.parametrize("anchor, problem", [
+    ("FLAIR", "anchor must be a mapping"),
+    ({"contrast": "FLAIR", "weights": "anchor.pt"}, "anchor misses sha256"),
+    ({"contrast": "T2w", "weights": "anchor.pt", "sha256": "0" * 64}, "anchor contrast 'T2w'"),
+    ({"contrast": "FLAIR", "weights": "../x.pt", "sha256": "0" * 64}, "anchor weights must name"),
+    ({"contrast": "FLAIR", "weights": "model.pt", "sha256": "0" * 64}, "anchor weights must name"),
+    ({"contrast": "FLAIR", "weights": "anchor.pt", "sha256": "xyz"}, "64 lower-case hex"),
+])
+def test_a_bad_anchor_in_the_card_is_named(model_dir, anchor, problem):
+    card = json.loads((model_dir / "model_card.json").read_text())
+    card["anchor"] = anchor
+    (model_dir / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=f"model_card.json.*{problem}"):
+        load_model(model_dir)
+
+
 def test_save_refuses_a_network_that_is_not_the_cards():
     with pytest.raises(ValueError, match="not the card's"):
         save_model("/nonexistent", build_network({**TINY, "growth_rate": 2}), make_card())
@@ -179,17 +250,28 @@ def test_default_location_is_inside_the_package():
 
 
 def test_shipped_default_model_loads_and_says_what_it_was_trained_on():
-    """The model in the package: the five contrasts of ModDrop++, the dynamic head, a few MB,
-    and a card that names its (synthetic) training data and the real-scan evaluation."""
+    """The model in the package: the five contrasts of ModDrop++, the dynamic head, a few MB per
+    weights file, and a card that names its (synthetic) training data, its adaptation to real
+    images without labels (the inputs with FLAIR keep the base model's weights) and the
+    real-scan evaluation."""
     directory = default_model_dir()
     loaded = load_model(directory)
     card = loaded.card
     assert card.contrasts == ("T1w", "FLAIR", "T2w", "PDw", "ceT1w")
     assert card.mode == "moddrop++" and card.network["dynamic_head"]
-    assert (directory / "model.pt").stat().st_size < 10 * 2**20
+    for name in ("model.pt", "anchor.pt"):
+        assert (directory / name).stat().st_size < 10 * 2**20
     assert "synthetic" in card.training["dataset"]
     assert card.training["epochs"] >= 1 and card.training["fine_tuned_from"] is None
-    assert set(card.metrics["real_scans"]["dsc"]) >= {"T1w+FLAIR+T2w+ceT1w", "FLAIR", "T1w", "T2w"}
+    adaptation = card.training["adaptation"]
+    assert adaptation["labels_used"] is False and adaptation["targets"] == "mask"
+    assert card.anchor["contrast"] == "FLAIR" and loaded.anchor_network is not None
+    assert card.anchor["sha256"] == adaptation["base_model"]["sha256"]  # the base, byte for byte
+    assert set(card.metrics["real_scans"]["dsc"]) >= {"T1w+FLAIR+T2w+ceT1w", "FLAIR", "T1w+FLAIR"}
+    held_out = card.metrics["views"]["mslub-cross-unseen-hemisphere"]
+    assert held_out["kind"] == "real"
+    assert set(held_out["subsets"]) == set(adaptation["subsets_adapted"])
+    assert card.metrics["views"]["synthetic-lesion-free"]["kind"] == "synthetic"
 
 
 def test_real_scan_dsc_is_looked_up_by_contrast_set():
@@ -224,3 +306,8 @@ def test_the_shipped_model_cautions_where_its_real_scan_dsc_is_low():
     assert low.startswith("with only T1w, this model reached DSC 0.00 on a real patient")
     assert accuracy_caution(card, ("T1w", "FLAIR")) is None
     assert accuracy_caution(card, ("PDw",)) is None
+    # without FLAIR the caution quotes the held-out view of the adaptation (the real_scans of
+    # the card hold the subsets with FLAIR only, which use the base model's weights)
+    held_out = card.metrics["views"]["mslub-cross-unseen-hemisphere"]["subsets"]
+    assert card.real_scan_dsc(["T2w"]) == held_out["T2w"]["dsc"]
+    assert (accuracy_caution(card, ("T2w",)) is None) == (held_out["T2w"]["dsc"] >= LOW_REAL_SCAN_DSC)

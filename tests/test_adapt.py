@@ -16,6 +16,7 @@ import torch
 from test_train_cli import run_cli
 from test_train_support import TINY_NETWORK, write_bids_dataset
 
+from bids_mdpp import __version__
 from bids_mdpp.cli import main
 
 #: A few seconds of adaptation (the learning rate is high so that the tiny case moves).
@@ -147,6 +148,10 @@ def test_adapt_reads_no_label_keeps_flair_and_records_it(base_model, cohort, wor
     assert card.anchor == {"contrast": "FLAIR", "weights": "anchor.pt",  # a byte copy of the base
                            "sha256": sha256_of(base_model / "model.pt")}
     assert adaptation["flair_subsets"] == "the base model's weights (anchor.pt)"
+    assert card.description.startswith(
+        f"base {__version__} adapted with bids_mdpp adapt on 1 unlabelled session(s) of tiny "
+        "training set "
+        "(no label read; inputs with FLAIR keep the base model's weights). Base model: ")
     base_network = load_model(base_model).network
     assert loaded.network_for(["T1w", "FLAIR"]) is loaded.anchor_network
     assert loaded.network_for(["T1w", "T2w"]) is loaded.network
@@ -197,6 +202,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(base_model, cohort, wo
     card = json.loads((whole / "model_card.json").read_text())
     assert card["anchor"] == {} and not (whole / "anchor.pt").exists()
     assert card["training"]["adaptation"]["flair_subsets"] == "the adapted weights"
+    assert "(no label read; one set of weights for every input)" in card["description"]
     assert card["training"]["adaptation"]["lesion_share"] == 0.5
     assert card["training"]["adaptation"]["targets"] == "soft"
     assert card["training"]["adaptation"]["mask_loss"] is None

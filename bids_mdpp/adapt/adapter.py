@@ -43,6 +43,15 @@ def contrast_subset_names(session_contrasts) -> set[str]:
             for s in contrast_subsets(list(contrasts), "all")}
 
 
+def adapted_description(base_card, n_sessions: int, dataset: str, base_weights_for_flair: bool) -> str:
+    """The ``description`` of an adapted model's card: what was adapted on, then the base's."""
+    flair = ("inputs with FLAIR keep the base model's weights" if base_weights_for_flair
+             else "one set of weights for every input")
+    return (f"{base_card.name} {base_card.version} adapted with bids_mdpp adapt on {n_sessions} "
+            f"unlabelled session(s) of {dataset} (no label read; {flair}). Base model: "
+            f"{base_card.description}")
+
+
 class Adapter:
     """Adapts a copy of the base model on the cohort (see the module docstring).
 
@@ -299,9 +308,8 @@ class Adapter:
                          "sessions adapted on, whole volumes, the card's threshold per subset "
                          "(bids_mdpp.adapt.agreement)"},
             "base_model": base.card.metrics}
-        description = (f"{base.card.name} {base.card.version} adapted with bids_mdpp adapt on "
-                       f"{len(self.sessions)} unlabelled session(s) of "
-                       f"{adaptation['dataset']}: {base.card.description}")
+        description = adapted_description(base.card, len(self.sessions), adaptation["dataset"],
+                                          config.flair_subsets == "base")
         return dataclasses.replace(
             base.card, name=config.output_dir.name, version=__version__,
             description=description, training={**base.card.training, "adaptation": adaptation},

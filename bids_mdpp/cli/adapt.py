@@ -15,7 +15,8 @@ from bids_mdpp.cli.run import _labels
 from bids_mdpp.cli.train import default_threads
 
 EPILOG = """\b
-OUTPUT_DIR becomes a model directory (model.pt + model_card.json) that
+OUTPUT_DIR becomes a model directory (model.pt + model_card.json, and anchor.pt:
+the base weights for inputs with FLAIR) that
 `bids_mdpp BIDS_DIR OUT participant --model OUTPUT_DIR` uses; OUTPUT_DIR/adaptation/
 holds checkpoint.pt, metrics.csv, the logs and (without -w) the work folder.
 No label is read: only the dataset's images and the base model.

@@ -108,16 +108,20 @@ def anchor_is_base(model, base) -> bool:
                for key, value in model.anchor_network.state_dict().items())
 
 
-def region_scores(probability: np.ndarray, label: np.ndarray, region: np.ndarray,
-                  threshold: float, voxel_mm3: float) -> dict:
-    """DSC (None when neither has a voxel) and the predicted volume (mm³) more than
-    :data:`NEAR_LESION_MM` from every reference lesion, inside ``region``."""
+def far_from_lesions(label: np.ndarray) -> np.ndarray:
+    """Voxels more than :data:`NEAR_LESION_MM` voxels (1 mm grid) from every reference lesion."""
     from scipy import ndimage
 
+    return ~ndimage.binary_dilation(label, iterations=int(round(NEAR_LESION_MM)))
+
+
+def region_scores(probability: np.ndarray, label: np.ndarray, far: np.ndarray,
+                  region: np.ndarray, threshold: float, voxel_mm3: float) -> dict:
+    """DSC (None when neither has a voxel) and the predicted volume (mm³) in ``far``
+    (:func:`far_from_lesions`), inside ``region``."""
     mask = (probability >= threshold) & region
     reference = label & region
     total = int(mask.sum() + reference.sum())
-    far = ~ndimage.binary_dilation(label, iterations=int(round(NEAR_LESION_MM)))
     return {"dsc": None if total == 0 else round(2 * int((mask & reference).sum()) / total, 4),
             "false_positive_away_mm3": round(float((mask & far).sum() * voxel_mm3), 1)}
 
@@ -239,6 +243,8 @@ def main(argv=None) -> int:
     volumes = {c: np.asarray(nib.load(str(p)).dataobj, dtype=np.float32)
                for c, p in prepared.images.items()}
     x_mm = world_x(brain.shape, brain_img.affine)
+    unseen = {side: side_of(x_mm, other_side(side), args.gap_mm) & brain for side in SIDES}
+    far = far_from_lesions(label)
     voxel_mm3 = float(np.prod(brain_img.header.get_zooms()[:3]))
     present = [c for c in base.card.contrasts if c in volumes]
     base_predictor = Predictor(base, num_threads=args.nprocs)
@@ -252,27 +258,26 @@ def main(argv=None) -> int:
         for side, predictor in predictors.items():
             same_as_base = reuse[side] and predictor.network_for(subset) is predictor.anchor_network
             probability = base_probability if same_as_base else predictor.predict(inputs, brain)
-            unseen = side_of(x_mm, other_side(side), args.gap_mm) & brain
             threshold = base.card.threshold_for(subset)
             folds[side]["subsets"][name] = {
-                "base": region_scores(base_probability, label, unseen, threshold, voxel_mm3),
-                "adapted": region_scores(probability, label, unseen,
+                "base": region_scores(base_probability, label, far, unseen[side], threshold,
+                                      voxel_mm3),
+                "adapted": region_scores(probability, label, far, unseen[side],
                                          models[side][0].card.threshold_for(subset), voxel_mm3),
                 "anchor_weights": bool(same_as_base)}
             row = folds[side]["subsets"][name]
             print(f"adapted on {side}, scored on {other_side(side)}: {name}: DSC "
                   f"{row['base']['dsc']} -> {row['adapted']['dsc']}", flush=True)
     for side, fold in folds.items():
-        unseen = side_of(x_mm, other_side(side), args.gap_mm)
         fold["scored_on"] = other_side(side)
-        fold["reference_volume_mm3"] = round(float((label & unseen).sum() * voxel_mm3), 1)
+        fold["reference_volume_mm3"] = round(float((label & unseen[side]).sum() * voxel_mm3), 1)
         fold["summary"] = fold_summary(fold["subsets"])
     result = {
         "base_model": str(args.model), "base_sha256": sha256_of(args.model / WEIGHTS_NAME),
         "data": str(args.data), "labels": str(args.labels), "subject": args.subject,
         "gap_mm": args.gap_mm, "flair_subsets": args.flair_subsets,
         "folds": {f"adapted_on_{side}": fold for side, fold in folds.items()},
-        "mean": mean_over_folds({side: fold for side, fold in folds.items()}),
+        "mean": mean_over_folds(folds),
         "bids_mdpp": __version__,
         "command_line": shlex.join(["python", "benchmarks/adapt_hemispheres.py", *args.argv]),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

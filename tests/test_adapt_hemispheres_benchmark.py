@@ -60,10 +60,14 @@ def test_region_scores_count_only_the_region(bench):
     probability[14:16, 14:16, 14:16] = 0.9
     region = np.zeros(label.shape, bool)
     region[:10] = True
-    scores = bench.region_scores(probability, label, region, 0.5, voxel_mm3=2.0)
+    far = bench.far_from_lesions(label)
+    assert not far[1:7, 1:7, 1:7].any() and far[2:4, 15:19, 15:19].all()
+    scores = bench.region_scores(probability, label, far, region, 0.5, voxel_mm3=2.0)
     assert scores["dsc"] == pytest.approx(2 * 32 / (64 + 64), abs=1e-4)
     assert scores["false_positive_away_mm3"] == 64.0
-    assert bench.region_scores(probability * 0, label * False, region, 0.5, 1.0)["dsc"] is None
+    empty = label * False
+    assert bench.region_scores(probability * 0, empty, bench.far_from_lesions(empty), region, 0.5,
+                               1.0)["dsc"] is None
 
 
 def test_fold_means_and_the_card_view_hold_the_subsets_without_flair(bench):

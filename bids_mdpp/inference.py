@@ -39,6 +39,7 @@ import torch
 
 from bids_mdpp.contrasts import modality_code
 from bids_mdpp.errors import UsageError
+from bids_mdpp.model import pick_network
 from bids_mdpp.nn import torch_threads
 from bids_mdpp.nn.fast_eval import defining_modules
 from bids_mdpp.slice_windows import bounding_box, plan_batches
@@ -205,9 +206,7 @@ class Predictor:
     def network_for(self, contrasts: Iterable[str]) -> torch.nn.Module:
         """The network an input of exactly ``contrasts`` runs through (the anchor network for
         the inputs that include the card's anchor contrast)."""
-        if self.anchor_network is not None and self.anchor_contrast in tuple(contrasts):
-            return self.anchor_network
-        return self.network
+        return pick_network(self.network, self.anchor_network, self.anchor_contrast, contrasts)
 
     def code_for(self, contrasts: Iterable[str]) -> tuple[int, ...]:
         """The modality code of the available ``contrasts`` in the model's order."""

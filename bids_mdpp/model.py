@@ -277,9 +277,15 @@ class LoadedModel:
 
     def network_for(self, contrasts) -> FCDenseNet:
         """The network an input of exactly ``contrasts`` (names) is segmented with."""
-        if self.anchor_network is not None and self.anchor_contrast in tuple(contrasts):
-            return self.anchor_network
-        return self.network
+        return pick_network(self.network, self.anchor_network, self.anchor_contrast, contrasts)
+
+
+def pick_network(network, anchor_network, anchor_contrast: str | None, contrasts):
+    """``anchor_network`` for an input whose ``contrasts`` include ``anchor_contrast`` (when
+    there is one), else ``network``: the one routing rule of a model with anchor weights."""
+    if anchor_network is not None and anchor_contrast in tuple(contrasts):
+        return anchor_network
+    return network
 
 
 def software_versions() -> dict[str, str]:
@@ -463,5 +469,6 @@ def default_model_dir() -> Path:
     return DEFAULT_MODEL_DIR
 
 
-__all__ = ["ANCHOR_WEIGHTS_NAME", "CARD_NAME", "KDE_WM_PEAK", "MODES", "WEIGHTS_NAME", "LoadedModel", "ModelCard",
-           "default_model_dir", "load_model", "save_model"]
+__all__ = ["ANCHOR_WEIGHTS_NAME", "CARD_NAME", "KDE_WM_PEAK", "MODES", "WEIGHTS_NAME",
+           "LoadedModel", "ModelCard", "default_model_dir", "load_model", "pick_network",
+           "save_model"]

@@ -48,12 +48,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.weights is None:
         args.weights = [1.0] * len(args.folders)
     else:
+        from bids_mdpp.averaging import parse_weights
+        from bids_mdpp.errors import UsageError
+
         try:
-            args.weights = [float(w) for w in args.weights.split(",")]
-        except ValueError:
-            parser.error(f"--weights {args.weights!r}: give numbers separated by commas")
-        if len(args.weights) != len(args.folders) or min(args.weights) < 0 or sum(args.weights) <= 0:
-            parser.error(f"--weights: give {len(args.folders)} non-negative numbers, not all 0")
+            args.weights = parse_weights(args.weights, len(args.folders))
+        except UsageError as exc:
+            parser.error(str(exc))
     if not 0.0 < args.threshold < 1.0:
         parser.error(f"--threshold {args.threshold:g}: must lie strictly between 0 and 1")
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -46,6 +46,20 @@ def check_compatible(models: Sequence[LoadedModel]) -> None:
                                  f"({mine!r}): only models of one network can be averaged")
 
 
+def parse_weights(text: str, count: int) -> list[float]:
+    """``--weights`` text (``"3,1"``) → one non-negative number per member, not all 0.
+
+    Raises :class:`UsageError` naming the option and what is wrong.
+    """
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError as exc:
+        raise UsageError(f"--weights {text!r}: give numbers separated by commas") from exc
+    if len(weights) != count or min(weights) < 0 or sum(weights) <= 0:
+        raise UsageError(f"--weights {text!r}: give {count} non-negative numbers, not all 0")
+    return weights
+
+
 def average_state(states: Sequence[dict[str, torch.Tensor]],
                   weights: Sequence[float]) -> dict[str, torch.Tensor]:
     """The weighted mean of floating-point tensors; other tensors are the first state's."""

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from bids_mdpp.averaging import average_models, average_state, write_average
+from bids_mdpp.averaging import average_models, average_state, parse_weights, write_average
 from bids_mdpp.cli import main
 from bids_mdpp.errors import ModelError, UsageError
 from bids_mdpp.model import load_model, save_model
@@ -107,6 +107,23 @@ def test_bad_weights_are_refused(tmp_path, weights, message):
         average_models([a, b], weights)
 
 
+@pytest.mark.parametrize("text, count, message", [
+    ("1,x", 2, "give numbers separated by commas"),
+    ("1", 2, "give 2 non-negative numbers"),
+    ("1,-1", 2, "non-negative numbers, not all 0"),
+    ("0,0", 2, "not all 0"),
+])
+def test_parse_weights_refuses_bad_text_naming_the_option(text, count, message):
+    with pytest.raises(UsageError, match=message) as caught:
+        parse_weights(text, count)
+    assert f"--weights {text!r}" in str(caught.value)
+
+
+def test_parse_weights_reads_one_number_per_member():
+    assert parse_weights("3,1", 2) == [3.0, 1.0]
+    assert parse_weights(" 0.5, 2e-1 ,0", 3) == [0.5, 0.2, 0.0]
+
+
 def test_command_line(tmp_path, capsys):
     a, b = _model(tmp_path, "a", 0), _model(tmp_path, "b", 1)
     code, out, err = run_cli(["average-weights", tmp_path / "soup", a, b, "--weights", "1,1",
@@ -121,6 +138,8 @@ def test_command_line(tmp_path, capsys):
     assert code == 64 and "at least two models" in err
     code, out, err = run_cli(["average-weights", tmp_path / "x", a, b, "--weights", "1,x"], capsys)
     assert code == 64 and "give numbers separated by commas" in err
+    code, out, err = run_cli(["average-weights", tmp_path / "x", a, b, "--weights", "1"], capsys)
+    assert code == 64 and "give 2 non-negative numbers" in err
     code, out, err = run_cli(["average-weights", tmp_path / "x", a, tmp_path / "absent"], capsys)
     assert code == 65 and "absent" in err and "does not exist" in err
     assert not (tmp_path / "x").exists()

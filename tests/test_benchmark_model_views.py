@@ -102,3 +102,58 @@ def test_dataset_kind_tells_synthetic_data_from_real(model_views, tmp_path):
         {"Name": "x", "GeneratedBy": [{"Name": "manual"}]}))
     assert model_views.dataset_kind(tmp_path) == "real"
     assert model_views.dataset_kind(tmp_path / "absent") == "real"
+
+
+def test_end_to_end_scores_every_subset_and_saves_each_plain_prediction(model_views, tmp_path,
+                                                                          restore_process_state):
+    """A tiny model on one labelled subject: every subset is scored with and without flips, and
+    ``--save-probabilities`` keeps the plain predictions that the rows were scored on."""
+    import json
+
+    import torch
+    from test_train_support import write_bids_dataset
+
+    from bids_mdpp.model import ModelCard, save_model
+    from bids_mdpp.nn import build_network
+
+    bids, labels = write_bids_dataset(tmp_path / "bids", {"01": ("T1w", "FLAIR")},
+                                      masks={"sub-01"})
+    torch.manual_seed(0)
+    card = ModelCard(name="tiny", version="0", contrasts=["T1w", "FLAIR", "T2w"], mode="moddrop+",
+                     network={"n_contrasts": 3, "growth_rate": 4, "down_blocks": (1, 1),
+                              "up_blocks": (1, 1), "bottleneck_layers": 1,
+                              "first_conv_channels": 8, "dynamic_head": True},
+                     thresholds={"T1w": 0.3})
+    network = build_network(card.network)
+    network.reset_parameters(std=0.2)
+    save_model(tmp_path / "model", network, card)
+    output, saved = tmp_path / "views.json", tmp_path / "saved"
+    assert model_views.main(["--model", str(tmp_path / "model"), "--data", str(bids), "--labels",
+                             str(labels), "--subsets", "all", "--tta", "both", "--work",
+                             str(tmp_path / "work"), "--nprocs", "1", "--output", str(output),
+                             "--save-probabilities", str(saved)]) == 0
+
+    result = json.loads(output.read_text())
+    rows = result["rows"]
+    assert sorted((r["subset"], r["tta"]) for r in rows) == [
+        ("FLAIR", False), ("FLAIR", True), ("T1w", False), ("T1w", True),
+        ("T1w+FLAIR", False), ("T1w+FLAIR", True)]
+    assert {r["subset"]: r["threshold"] for r in rows} == {"FLAIR": 0.5, "T1w": 0.3,
+                                                            "T1w+FLAIR": 0.5}
+    assert set(result["summary"]) == {f"{s}|{t}" for s in ("FLAIR", "T1w", "T1w+FLAIR")
+                                      for t in ("plain", "tta")}
+
+    folder = saved / "sub-01"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "FLAIR.npy", "T1w+FLAIR.npy", "T1w.npy", "brain.npy", "label.npy", "session.json"]
+    brain, label = np.load(folder / "brain.npy"), np.load(folder / "label.npy")
+    assert brain.dtype == bool and label.dtype == bool and label.any()
+    session = json.loads((folder / "session.json").read_text())
+    assert session["model"] == str(tmp_path / "model") and len(session["voxel_sizes_mm"]) == 3
+    for row in (r for r in rows if not r["tta"]):
+        probability = np.load(folder / f"{row['subset']}.npy")
+        assert probability.dtype == np.float16 and probability.shape == brain.shape
+        rescored = model_views.views(probability.astype(np.float32), label, brain,
+                                     row["threshold"], session["voxel_sizes_mm"])
+        assert rescored["predicted_volume_mm3"] == pytest.approx(row["predicted_volume_mm3"],
+                                                                 rel=0.02, abs=2.0)

@@ -32,15 +32,9 @@ def average_weights(out_dir: Path, models: tuple[Path, ...], weights: str | None
     fine-tuned from one starting model (e.g. with `bids_mdpp train --init-from`); the card
     lists them with their sha256.  Measure the average before use: its metrics are empty.
     """
-    from bids_mdpp.averaging import write_average
-    from bids_mdpp.errors import UsageError
+    from bids_mdpp.averaging import parse_weights, write_average
 
-    parsed = None
-    if weights is not None:
-        try:
-            parsed = [float(w) for w in weights.split(",")]
-        except ValueError as exc:
-            raise UsageError(f"--weights {weights!r}: give numbers separated by commas") from exc
+    parsed = None if weights is None else parse_weights(weights, len(models))
     directory = write_average(out_dir, list(models), parsed, name=name, threshold=threshold,
                               overwrite=force)
     click.echo(f"Wrote model {name} (mean of {len(models)} models) to {directory}")

@@ -55,7 +55,7 @@ def test_help_lists_the_options_without_importing_torch():
                    "--nprocs", "--omp-nthreads", "--participant-label", "--lr", "--decay-epochs",
                    "--steps-per-epoch", "--network-size", "--focal-gamma", "--ssim-weight",
                    "--init-from", "--num-workers", "--single-contrast-p", "--negative-slice-p",
-                   "--randomise-p", "torchrun"):
+                   "--randomise-p", "--freeze-batchnorm", "torchrun"):
         assert option in result.stdout, option
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
@@ -74,6 +74,7 @@ def test_help_lists_the_options_without_importing_torch():
     (["--labels", "{labels}", "--single-contrast-p", "1.5"], 64, "--single-contrast-p"),
     (["--labels", "{labels}", "--negative-slice-p", "1"], 64, "--negative-slice-p"),
     (["--labels", "{labels}", "--randomise-p", "1.2"], 64, "--randomise-p"),
+    (["--labels", "{labels}", "--freeze-batchnorm"], 64, "--freeze-batchnorm keeps"),
     (["--labels", "{labels}", "--mode", "independent", "--contrasts", "FLAIR",
       "--single-contrast-p", "0.5"], 64, "needs modality drop-out"),
 ])

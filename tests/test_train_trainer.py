@@ -187,6 +187,46 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path, caches):
         trainer(from_anchored, caches, validation=False)
 
 
+def test_set_training_mode_can_keep_batchnorm_in_evaluation_mode():
+    from bids_mdpp.training.trainer import set_training_mode
+
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2),
+                                  torch.nn.Dropout2d(0.5)).eval()
+    set_training_mode(network)
+    assert all(m.training for m in network.modules())
+    set_training_mode(network, freeze_batchnorm=True)
+    assert network.training and network[0].training and network[2].training
+    assert not network[1].training
+
+
+def test_fine_tuning_with_frozen_batchnorm_keeps_its_running_statistics(tmp_path, caches):
+    base = config(tmp_path / "base", epochs=1)
+    trainer(base, caches, validation=False).fit()
+    start = load_model(base.output_dir).network.state_dict()
+    statistics = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    assert statistics
+    tuned = {}
+    for freeze in (False, True):
+        cfg = config(tmp_path / f"tuned-{freeze}", epochs=1, init_from=base.output_dir,
+                     freeze_batchnorm=freeze)
+        trainer(cfg, caches, validation=False).fit()
+        tuned[freeze] = load_model(cfg.output_dir)
+    kept = tuned[True].network.state_dict()
+    assert all(torch.equal(kept[k], start[k]) for k in statistics)
+    assert not all(torch.equal(kept[k], v) for k, v in start.items())  # the weights learned
+    updated = tuned[False].network.state_dict()
+    assert not all(torch.equal(updated[k], start[k]) for k in statistics)
+    assert tuned[True].card.training["fine_tuned_from"]["batchnorm"] == \
+        "running statistics kept (--freeze-batchnorm)"
+    assert tuned[False].card.training["fine_tuned_from"]["batchnorm"] == \
+        "running statistics updated"
+    resumed = config(tmp_path / "tuned-True", epochs=2, init_from=base.output_dir, resume=True)
+    with pytest.raises(UsageError, match="freeze_batchnorm"):
+        trainer(resumed, caches, validation=False).fit()
+    with pytest.raises(UsageError, match="--freeze-batchnorm keeps the running statistics"):
+        config(tmp_path, freeze_batchnorm=True)
+
+
 def test_the_model_card_records_the_single_contrast_share(tmp_path, caches):
     cfg = config(tmp_path, epochs=1, single_contrast_p=0.5)
     run = trainer(cfg, caches, validation=False)

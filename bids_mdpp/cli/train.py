@@ -104,6 +104,10 @@ def labelled_data_command(name: str, epilog: str):
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT_DIR from its checkpoint.")
 @click.option("--init-from", "init_from", type=click.Path(path_type=Path),
               help="Fine-tune this model directory instead of starting from random weights.")
+@click.option("--freeze-batchnorm", is_flag=True,
+              help="With --init-from: keep its BatchNorm running statistics (the layers run in "
+                   "evaluation mode; their scale and shift still learn). Use it when fine-tuning "
+                   "on a few sessions, whose statistics would replace the model's.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the split, the sampling and the initialisation.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -145,7 +149,8 @@ def labelled_data_command(name: str, epilog: str):
               help="DataLoader worker processes preparing batches.")
 @click.option("-v", "--verbose", count=True, help="More output.")
 def train(bids_dir, output_dir, labels, contrasts, mode, epochs, batch_size, steps_per_epoch, lr,
-          decay_epochs, val_fraction, val_subsets, patience, keep, resume, init_from, seed, device,
+          decay_epochs, val_fraction, val_subsets, patience, keep, resume, init_from, freeze_batchnorm,
+          seed, device,
           precision, network_size, growth_rate, layers_per_block, bottleneck_layers,
           first_conv_channels, focal_gamma, ssim_weight, single_contrast_p, negative_slice_p, randomise_p,
           crop, participant_label, work_dir, nprocs, omp_nthreads, num_workers, verbose) -> int:
@@ -182,7 +187,8 @@ def train(bids_dir, output_dir, labels, contrasts, mode, epochs, batch_size, ste
         focal_gamma=focal_gamma, ssim_weight=ssim_weight,
         single_contrast_p=single_contrast_p, negative_slice_p=negative_slice_p,
         randomise_p=randomise_p, crop=crop, num_workers=num_workers,
-        init_from=init_from.expanduser().absolute() if init_from else None, resume=resume,
+        init_from=init_from.expanduser().absolute() if init_from else None,
+        freeze_batchnorm=freeze_batchnorm, resume=resume,
         work_dir=work_dir.expanduser().absolute() if work_dir else None,
         participant_labels=_labels(participant_label), nprocs=nprocs or 1,
         omp_nthreads=omp_nthreads or default_threads(nprocs), verbose=verbose,

@@ -76,6 +76,8 @@ class TrainingConfig:
     crop: int = 128
     num_workers: int = 0
     init_from: Path | None = None
+    #: Keep every BatchNorm layer's running statistics those of ``init_from`` (evaluation mode).
+    freeze_batchnorm: bool = False
     resume: bool = False
     work_dir: Path | None = None
     participant_labels: tuple[str, ...] = ()
@@ -116,6 +118,9 @@ class TrainingConfig:
                 f"--negative-slice-p must lie in [0, 1), got {self.negative_slice_p}")
         if not 0.0 <= self.randomise_p <= 1.0:
             raise UsageError(f"--randomise-p must lie in [0, 1], got {self.randomise_p}")
+        if self.freeze_batchnorm and self.init_from is None:
+            raise UsageError("--freeze-batchnorm keeps the running statistics of the model given "
+                             "with --init-from; a network trained from scratch has none to keep")
         if self.keep not in ("best", "last"):
             raise UsageError(f"--keep must be 'best' or 'last', got {self.keep!r}")
         if self.num_workers < 0 or self.patience < 0:

@@ -125,6 +125,18 @@ class Objective(nn.Module):
         return self.loss(self.run_network, image, available, missing, drop, label).total
 
 
+def set_training_mode(network: nn.Module, *, freeze_batchnorm: bool = False) -> nn.Module:
+    """``network.train()``; with ``freeze_batchnorm`` every BatchNorm layer then goes back to
+    evaluation mode, so it normalises with, and keeps, its running statistics (its scale and
+    shift still receive gradients).  Returns ``network``."""
+    network.train()
+    if freeze_batchnorm:
+        for module in network.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+    return network
+
+
 def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     """Dice similarity of two boolean masks (1 when both are empty)."""
     total = int(prediction.sum()) + int(reference.sum())
@@ -155,7 +167,8 @@ def read_checkpoint(path: Path, fmt: str, settings: dict, device: torch.device, 
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise InputDataError(path, f"not a bids_mdpp {kind} checkpoint")
     if state["settings"] != settings:
-        differ = [k for k, v in settings.items() if state["settings"].get(k) != v]
+        differ = [k for k in {**state["settings"], **settings}
+                  if state["settings"].get(k) != settings.get(k)]
         raise UsageError(
             f"{path}: the checkpoint was made with other settings ({', '.join(differ)}: "
             f"{', '.join(str(state['settings'].get(k)) for k in differ)}); resume with the "
@@ -318,7 +331,7 @@ class Trainer:
 
         self.dataset.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
-        self.model.train()
+        set_training_mode(self.model, freeze_batchnorm=self.config.freeze_batchnorm)
         lr = self.optimizer.param_groups[0]["lr"]
         total, count, start = 0.0, 0, time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="batch",
@@ -404,7 +417,8 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------
     def _settings(self) -> dict:
         return {"mode": self.config.mode, "contrasts": list(self.contrasts),
-                "network": self.network.config.to_dict(), "seed": self.config.seed}
+                "network": self.network.config.to_dict(), "seed": self.config.seed,
+                **({"freeze_batchnorm": True} if self.config.freeze_batchnorm else {})}
 
     def save_checkpoint(self, epochs_done: int, improved: bool) -> None:
         """Write ``checkpoint.pt`` (and ``best.pt`` when ``improved``) and ``metrics.csv``.
@@ -496,7 +510,9 @@ class Trainer:
             "processes": self.ctx.world_size, "command_line": self.config.command_line,
             "fine_tuned_from": None if self.init_card is None else {
                 "name": self.init_card.name, "version": self.init_card.version,
-                "directory": str(self.config.init_from)},
+                "directory": str(self.config.init_from),
+                "batchnorm": ("running statistics kept (--freeze-batchnorm)"
+                              if self.config.freeze_batchnorm else "running statistics updated")},
         }
         contrasts = ", ".join(self.contrasts)
         return ModelCard(

@@ -25,11 +25,17 @@ adapt changes), is stored in that model's card as ``metrics.views.NAME`` (``--ca
 real-scan view that :meth:`bids_mdpp.model.ModelCard.real_scan_dsc` reads for subsets its
 ``real_scans`` lacks.
 
+``--intensity-model combine`` (the default, as at the participant level) averages every
+prediction, base and adapted, with the per-session intensity model's lesion posterior
+(:mod:`bids_mdpp.intensity_model`, fitted once per subset on the whole subject: it reads no
+label and learns nothing across sessions); the card's view records which was used.
+
 Usage::
 
     python benchmarks/adapt_hemispheres.py [--model BASE_MODEL] [--data ../shared/data/mslub-cross]
         [--subject 26] [--gap-mm 4] [--epochs 4] [--steps-per-epoch 50] [--seed 0]
-        [--flair-subsets base] [--work DIR] [--nprocs N]
+        [--flair-subsets base] [--intensity-model combine|off] [--work DIR] [--reuse-adapted]
+        [--nprocs N]
         [--output benchmarks/results/adapt_hemispheres.json]
         [--write-card MODEL_DIR [--card-name mslub-cross-unseen-hemisphere]]
 """
@@ -159,6 +165,7 @@ def mean_over_folds(folds: Mapping[str, Mapping]) -> dict:
 def card_view(result: Mapping) -> dict:
     """The ``metrics.views`` entry of a model card: the subsets without FLAIR, fold means."""
     return {"data": result["data"], "kind": "real", "labels": result["labels"],
+            "intensity_model": result.get("intensity_model", "off"),
             "grid": "model grid (1 mm), the hemisphere the adaptation did not see",
             "procedure": "benchmarks/adapt_hemispheres.py: bids_mdpp adapt on one hemisphere of "
                          "the subject (images only), scored on the other; mean of the two folds. "
@@ -187,6 +194,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bids_mdpp-adapt-hemispheres"))
     parser.add_argument("--nprocs", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--intensity-model", choices=("combine", "off"), default="combine",
+                        help="average every prediction with the intensity model's posterior "
+                             "(fitted on the whole subject, no label), as the participant level "
+                             "does by default, or score the networks alone")
+    parser.add_argument("--reuse-adapted", action="store_true",
+                        help="score the models an earlier run adapted in --work instead of "
+                             "adapting again (their adapt command is then not recorded)")
     parser.add_argument("--write-card", type=Path, metavar="MODEL_DIR")
     parser.add_argument("--card-name", default="mslub-cross-unseen-hemisphere")
     args = parser.parse_args(argv)
@@ -201,7 +215,10 @@ def main(argv=None) -> int:
     from bids_mdpp import __version__
     from bids_mdpp.calibration import subsets_of
     from bids_mdpp.contrasts import subset_name
+    from bids_mdpp.atlas_priors import priors_on_grid
+    from bids_mdpp.contrasts import choose_reference
     from bids_mdpp.inference import Predictor
+    from bids_mdpp.intensity_model import combine, lesion_posterior
     from bids_mdpp.model import WEIGHTS_NAME, load_model, sha256_of
     from bids_mdpp.training.data import find_labelled_sessions, prepare_session
     from bids_mdpp.workflows.preproc import nipype_plugin
@@ -216,6 +233,12 @@ def main(argv=None) -> int:
         half = write_half_dataset(args.data, args.subject, args.work / f"keep-{side}", side,
                                   args.gap_mm)
         out = args.work / f"adapted-keep-{side}"
+        if args.reuse_adapted:
+            if not (out / "model_card.json").is_file():
+                raise SystemExit(f"--reuse-adapted: no adapted model in {out}")
+            print(f"reusing the model adapted on the {side} hemisphere in {out}", flush=True)
+            models[side] = (load_model(out, device="cpu"), None, None)
+            continue
         if out.exists():
             shutil.rmtree(out)
         command = [*real_scans.bids_mdpp_command(), "adapt", str(half), str(out), "--model",
@@ -247,6 +270,11 @@ def main(argv=None) -> int:
     far = far_from_lesions(label)
     voxel_mm3 = float(np.prod(brain_img.header.get_zooms()[:3]))
     present = [c for c in base.card.contrasts if c in volumes]
+    priors = None
+    if args.intensity_model == "combine":
+        reference = prepared.images[choose_reference(tuple(prepared.images))]
+        priors = priors_on_grid(nib.load(str(reference)), brain_img, name=reference,
+                                cache_dir=args.work / "templates")
     base_predictor = Predictor(base, num_threads=args.nprocs)
     predictors = {side: Predictor(m, num_threads=args.nprocs) for side, (m, _, _) in models.items()}
     folds = {side: {"adapt_command": command, "adapt_wall_seconds": seconds, "subsets": {}}
@@ -254,10 +282,16 @@ def main(argv=None) -> int:
     for subset in subsets_of(present, "all"):
         name = subset_name(subset)
         inputs = {c: volumes[c] for c in subset}
-        base_probability = base_predictor.predict(inputs, brain)
+        posterior = None if priors is None else lesion_posterior(inputs, brain, priors)
+
+        def with_intensity_model(probability):
+            return probability if posterior is None else combine(probability, posterior)
+
+        base_probability = with_intensity_model(base_predictor.predict(inputs, brain))
         for side, predictor in predictors.items():
             same_as_base = reuse[side] and predictor.network_for(subset) is predictor.anchor_network
-            probability = base_probability if same_as_base else predictor.predict(inputs, brain)
+            probability = (base_probability if same_as_base
+                           else with_intensity_model(predictor.predict(inputs, brain)))
             threshold = base.card.threshold_for(subset)
             folds[side]["subsets"][name] = {
                 "base": region_scores(base_probability, label, far, unseen[side], threshold,
@@ -276,6 +310,7 @@ def main(argv=None) -> int:
         "base_model": str(args.model), "base_sha256": sha256_of(args.model / WEIGHTS_NAME),
         "data": str(args.data), "labels": str(args.labels), "subject": args.subject,
         "gap_mm": args.gap_mm, "flair_subsets": args.flair_subsets,
+        "intensity_model": args.intensity_model,
         "folds": {f"adapted_on_{side}": fold for side, fold in folds.items()},
         "mean": mean_over_folds(folds),
         "bids_mdpp": __version__,

@@ -29,11 +29,12 @@ SAMPLE = HERE.parent / "bids_mdpp" / "data" / "sample"
 RESULTS = HERE / "results" / "participant.json"
 #: Log messages that open each stage (the first message of the stage that follows closes it).
 STAGES = (("start", "bids_mdpp "), ("preprocessing", ": preprocessing "),
-          ("inference", ": segmenting "), ("outputs", ": segmented in "),
-          ("report", ": outputs written in "), ("end", "Finished: "))
+          ("inference", ": segmenting "), ("intensity_model", ": segmented in "),
+          ("outputs", ": writing outputs"), ("report", ": outputs written in "),
+          ("end", "Finished: "))
 LABELS = {"start": "validation_discovery_model", "preprocessing": "preprocessing",
-          "inference": "inference", "outputs": "outputs_native_grid_masks_tables",
-          "report": "report_and_rest"}
+          "inference": "inference", "intensity_model": "intensity_model",
+          "outputs": "outputs_native_grid_masks_tables", "report": "report_and_rest"}
 
 
 def stage_seconds(log: Path) -> dict[str, float]:

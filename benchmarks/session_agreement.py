@@ -21,7 +21,8 @@ Usage::
 
     python benchmarks/session_agreement.py [--model MODEL_DIR] [--data ../shared/data/mslub-long] \\
         [--subject 01] [--sessions 1 2] [--subsets "T1w+FLAIR+T2w,FLAIR,T2w,T1w"] [--work DIR] \\
-        [--nprocs N] [--tta] [--output benchmarks/results/session_agreement.json]
+        [--nprocs N] [--tta] [--intensity-model combine|off] \\
+        [--output benchmarks/results/session_agreement.json]
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import argparse
 import datetime as dt
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -106,9 +108,11 @@ def run_subset(subset: tuple[str, ...], sessions: dict, args: argparse.Namespace
     folder = args.work / name.replace("+", "-")
     bids_dir, out_dir = folder / "bids", folder / "out"
     real_scans.build_subset_dataset(args.data, sessions, keys, subset, bids_dir)
+    if out_dir.exists():  # a finished participant would be skipped, not segmented again
+        shutil.rmtree(out_dir)
     seconds = real_scans.run_command(
         real_scans.participant_command(bids_dir, out_dir, folder / "work", args.model, args.nprocs,
-                                       args.tta), folder / "participant.log")
+                                       args.tta, args.intensity_model), folder / "participant.log")
     (mask1, side1), (mask2, side2) = (session_outputs(out_dir, args.subject, s) for s in args.sessions)
     fixed = load_image(raw_path(args.data, side1["SpatialReference"]))
     moving_path = raw_path(args.data, side2["SpatialReference"])
@@ -136,6 +140,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help="datasets, outputs and caches (default: temporary)")
     parser.add_argument("--nprocs", type=int, help="passed to the participant level")
     parser.add_argument("--tta", action="store_true", help="participant level with --tta")
+    parser.add_argument("--intensity-model", choices=("combine", "off"), default="combine",
+                        help="passed to the participant level (its default: combine)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -163,7 +169,8 @@ def benchmark(args: argparse.Namespace) -> dict:
     return {
         "model": str(args.model), "model_sha256": sha256_of(args.model / WEIGHTS_NAME),
         "data": str(args.data), "subject": args.subject, "sessions": args.sessions,
-        "tta": bool(args.tta), "subsets": results, "bids_mdpp": __version__,
+        "tta": bool(args.tta), "intensity_model": args.intensity_model, "subsets": results,
+        "bids_mdpp": __version__,
         "command_line": shlex.join(["python", "benchmarks/session_agreement.py", *args.argv]),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -61,6 +61,9 @@ class RunConfig:
     precision: str = "auto"
     #: Average each prediction with that of the left-right mirrored images (test-time augmentation).
     flip_tta: bool = False
+    #: ``combine``: average the network's probability with the per-session intensity model's
+    #: (:mod:`bids_mdpp.intensity_model`); ``off``: the network alone.
+    intensity_model: str = "combine"
     plugin_file: Path | None = None
     verbose: int = 0
     overwrite: bool = False
@@ -76,6 +79,8 @@ class RunConfig:
             raise UsageError(f"analysis level must be one of {ANALYSIS_LEVELS}")
         if not DEVICE_PATTERN.match(self.device):
             raise UsageError(f"invalid --device {self.device!r}; use auto, cpu, cuda or cuda:N")
+        if self.intensity_model not in ("combine", "off"):
+            raise UsageError(f"--intensity-model must be combine or off, got {self.intensity_model!r}")
         if not 0.0 < self.threshold < 1.0:
             raise UsageError(f"--threshold must lie strictly between 0 and 1, got {self.threshold}")
         if self.nprocs < 1 or self.omp_nthreads < 1 or self.inference_nthreads < 1:

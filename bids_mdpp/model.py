@@ -209,7 +209,7 @@ class ModelCard:
         return apply_logistic(probability, self.probability_calibration["scale"],
                               self.probability_calibration["bias"])
 
-    def real_scan_dsc(self, contrasts) -> float | None:
+    def real_scan_dsc(self, contrasts, *, intensity_model: str = "off") -> float | None:
         """The DSC the card reports on real scans for exactly ``contrasts``, or None.
 
         ``metrics.real_scans.dsc`` (``benchmarks/real_scans.py``: the participant level on the
@@ -217,19 +217,24 @@ class ModelCard:
         :func:`~bids_mdpp.contrasts.subset_name` (``"T1w+FLAIR"``); any order of ``contrasts``
         finds its entry.  A subset it lacks is looked up in the real-scan entries of
         ``metrics.views`` (``benchmarks/model_views.py --write-card``, ``"kind": "real"``, on
-        the model grid), averaged over them.
+        the model grid), averaged over them.  Only entries measured with ``intensity_model``
+        (their ``"intensity_model"`` key, ``"off"`` when absent) count.
         """
         name = subset_name(contrasts)
         metrics = self.metrics if isinstance(self.metrics, dict) else {}
+
+        def measured_with(entry) -> bool:
+            return isinstance(entry, dict) and entry.get("intensity_model", "off") == intensity_model
+
         real = metrics.get("real_scans")
-        table = real.get("dsc") if isinstance(real, dict) else None
+        table = real.get("dsc") if measured_with(real) else None
         value = table.get(name) if isinstance(table, dict) else None
         if isinstance(value, (int, float)):
             return float(value)
         views = metrics.get("views")
         found = [entry["subsets"][name]["dsc"] for entry in
                  (views.values() if isinstance(views, dict) else ())
-                 if isinstance(entry, dict) and entry.get("kind") == "real"
+                 if measured_with(entry) and entry.get("kind") == "real"
                  and isinstance(entry.get("subsets"), dict)
                  and isinstance(entry["subsets"].get(name), dict)
                  and isinstance(entry["subsets"][name].get("dsc"), (int, float))]

@@ -107,14 +107,42 @@ def usable_inputs(inputs: SessionInputs, model_contrasts: tuple[str, ...]) -> Se
 LOW_REAL_SCAN_DSC = 0.3
 
 
-def accuracy_caution(card, contrasts) -> str | None:
-    """A warning when the model card measured a low DSC on real scans for these contrasts."""
-    dsc = card.real_scan_dsc(contrasts)
+def accuracy_caution(card, contrasts, intensity_model: str = "off") -> str | None:
+    """A warning when the model card measured a low DSC on real scans for these contrasts
+    (with the intensity model combined or not, as ``intensity_model`` says)."""
+    dsc = card.real_scan_dsc(contrasts, intensity_model=intensity_model)
     if dsc is None or dsc >= LOW_REAL_SCAN_DSC:
         return None
-    return (f"with only {', '.join(contrasts)}, this model reached DSC {dsc:.2f} on a real patient "
-            f"(model card); check the mask by eye, or use a model trained on "
+    combined = " combined with the intensity model" if intensity_model != "off" else ""
+    return (f"with only {', '.join(contrasts)}, this model{combined} reached DSC {dsc:.2f} on a "
+            f"real patient (model card); check the mask by eye, or use a model trained on "
             f"labelled scans with these contrasts (bids_mdpp train)")
+
+
+def intensity_model_probability(preproc, volumes, brain, network_probability, *, cache_dir):
+    """The network's probability averaged with the intensity model's posterior, and the
+    sidecar's ``IntensityModel`` entry.
+
+    The template fit that carries the atlas priors can fail on an unusual brain, and the
+    mixture needs voxels that every contrast imaged; otherwise the network's probability is
+    kept alone, with a warning and the reason in the entry.  nilearn's
+    template is written once into ``cache_dir`` (inside the work directory).
+    """
+    import nibabel as nib
+
+    from bids_mdpp.atlas_priors import priors_on_grid
+    from bids_mdpp.errors import InputDataError
+    from bids_mdpp.intensity_model import combine, describe, lesion_posterior
+
+    reference = preproc.images[preproc.reference]
+    try:
+        priors = priors_on_grid(nib.load(str(reference)), nib.load(str(preproc.brain_mask)),
+                                name=reference, cache_dir=cache_dir)
+        posterior = lesion_posterior(volumes, brain, priors)
+    except (InputDataError, ValueError) as exc:
+        LOGGER.warning("intensity model skipped, the network's probability is kept alone: %s", exc)
+        return network_probability, {"Mode": "off", "Skipped": str(exc)}
+    return combine(network_probability, posterior), describe("combine")
 
 
 def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor):
@@ -132,7 +160,7 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
     for path in usable.files.values():
         load_image(path)  # every bad-input check, naming the file
     plugin, plugin_args = plugin_settings(config)
-    caution = accuracy_caution(card, usable.contrasts)
+    caution = accuracy_caution(card, usable.contrasts, config.intensity_model)
     if caution:
         LOGGER.warning("%s: %s", usable.key, caution)
     LOGGER.info("%s: preprocessing %s", usable.key, ", ".join(usable.contrasts))
@@ -147,13 +175,26 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
     probability = predictor.predict(volumes, brain)
     LOGGER.info("%s: segmented in %.1f s (%s)", usable.key, time.perf_counter() - started,
                 predictor.precision_used)
+    inference = {**predictor.settings, "IntensityModel": {"Mode": "off"}}
+    if config.intensity_model != "off":
+        started = time.perf_counter()
+        probability, inference["IntensityModel"] = intensity_model_probability(
+            preproc, volumes, brain, probability,
+            cache_dir=config.effective_work_dir / "templates")
+        if "Skipped" in inference["IntensityModel"]:
+            skipped = ("the intensity model was skipped, so this map is the network's alone ("
+                       f"{inference['IntensityModel']['Skipped']})")
+            caution = f"{caution}; {skipped}" if caution else skipped
+        LOGGER.info("%s: intensity model fitted and combined in %.1f s", usable.key,
+                    time.perf_counter() - started)
+    LOGGER.info("%s: writing outputs", usable.key)
     started = time.perf_counter()
     prob_native = to_native(probability, preproc, order=1)
     threshold = card.threshold_for(usable.contrasts) if config.threshold_from_model else config.threshold
     outputs = write_session_outputs(
         config.output_dir, usable, preproc, prob_native, model_card=card.to_dict(),
         model_sha256=loaded.sha256, threshold=threshold, min_lesion_mm3=config.min_lesion_mm3,
-        inference=predictor.settings,
+        inference=inference,
     )
     LOGGER.info("%s: outputs written in %.1f s", usable.key, time.perf_counter() - started)
     LOGGER.info("%s: %d lesion(s), %.0f mm³", usable.key, outputs.summary["LesionCount"],

@@ -92,7 +92,14 @@ def test_fold_means_and_the_card_view_hold_the_subsets_without_flair(bench):
     from test_model import make_card
 
     card = make_card(contrasts=("T2w", "FLAIR"), metrics={"views": {"held-out": view}})
+    assert view["intensity_model"] == "off"  # a result that does not say: the networks alone
     assert ModelCard.from_dict(card.to_dict()).real_scan_dsc(["T2w"]) == 0.2
+    # measured with the intensity model: read only by runs that use it
+    combined = bench.card_view({**result, "intensity_model": "combine"})
+    card = make_card(contrasts=("T2w", "FLAIR"), metrics={"views": {"held-out": combined}})
+    assert ModelCard.from_dict(card.to_dict()).real_scan_dsc(["T2w"]) is None
+    assert ModelCard.from_dict(card.to_dict()).real_scan_dsc(
+        ["T2w"], intensity_model="combine") == 0.2
 
 
 def test_anchor_weights_equal_to_the_base_are_recognised(bench, tmp_path):

@@ -50,6 +50,9 @@ def test_card_views_keep_the_plain_summary_without_time(model_views):
     entry = model_views.card_views(result)
     assert entry["data"] == "/d" and entry["command_line"].startswith("python benchmarks")
     assert entry["kind"] == "real"  # no dataset_description.json written by bids_mdpp synth
+    assert entry["intensity_model"] == "off"  # a result that does not say: the network alone
+    assert model_views.card_views({**result, "intensity_model": "combine"})[
+        "intensity_model"] == "combine"
     assert set(entry["subsets"]) == {"FLAIR"}
     flair = entry["subsets"]["FLAIR"]
     assert flair["dsc"] == 0.6 and flair["false_positive_away_mm3"] == 120.0
@@ -134,6 +137,7 @@ def test_end_to_end_scores_every_subset_and_saves_each_plain_prediction(model_vi
                              "--save-probabilities", str(saved)]) == 0
 
     result = json.loads(output.read_text())
+    assert result["intensity_model"] == "combine"  # as the participant level runs by default
     rows = result["rows"]
     assert sorted((r["subset"], r["tta"]) for r in rows) == [
         ("FLAIR", False), ("FLAIR", True), ("T1w", False), ("T1w", True),

@@ -133,13 +133,16 @@ def test_failed_command_raises_with_its_stderr_tail(real_scans, tmp_path):
 def test_participant_command_uses_the_card_thresholds(real_scans, tmp_path):
     command = real_scans.participant_command(tmp_path / "bids", tmp_path / "out", tmp_path / "w",
                                              tmp_path / "model", None)
-    assert command[-8:] == [str(tmp_path / "bids"), str(tmp_path / "out"), "participant",
-                            "--model", str(tmp_path / "model"), "-w", str(tmp_path / "w"),
-                            "--notrack"]
+    assert command[-10:] == [str(tmp_path / "bids"), str(tmp_path / "out"), "participant",
+                             "--model", str(tmp_path / "model"), "-w", str(tmp_path / "w"),
+                             "--notrack", "--intensity-model", "combine"]
     assert "--threshold" not in command
     assert "--tta" not in command
     assert real_scans.participant_command(tmp_path / "bids", tmp_path / "out", tmp_path / "w",
                                           tmp_path / "model", 2, tta=True)[-3:] == ["--nprocs", "2", "--tta"]
+    assert real_scans.participant_command(tmp_path / "bids", tmp_path / "out", tmp_path / "w",
+                                          tmp_path / "model", None, intensity_model="off")[-2:] == [
+        "--intensity-model", "off"]
 
 
 def group_outputs(tmp_path: Path, threshold: float = 0.35) -> Path:
@@ -219,8 +222,9 @@ def test_card_update_replaces_real_scans_only(real_scans, tmp_path):
     section = after["metrics"].pop("real_scans")
     before["metrics"].pop("real_scans")
     assert after == before
-    assert list(section) == ["data", "reference", "procedure", "dsc", "thresholds", "scores",
-                             "paper_table_1_moddrop++_dsc"]
+    assert list(section) == ["intensity_model", "data", "reference", "procedure", "dsc",
+                             "thresholds", "scores", "paper_table_1_moddrop++_dsc"]
+    assert section["intensity_model"] == "off"  # a result that does not say: the network alone
     assert section["dsc"] == {"FLAIR": 0.5604, "T1w": 0.0, "PDw": 0.1}
     assert section["thresholds"] == {"FLAIR": 0.5, "T1w": 0.3, "PDw": 0.5}
     assert section["scores"]["FLAIR"] == {"dsc": 0.5604, "ppv": 0.6838, "tpr": 0.4748,
@@ -231,6 +235,15 @@ def test_card_update_replaces_real_scans_only(real_scans, tmp_path):
     assert "derivatives/manual" in section["reference"]
     assert "card's threshold" in section["procedure"]
     assert read_card(model_dir / CARD_NAME).real_scan_dsc(["FLAIR"]) == 0.5604
+
+    # measured with the intensity model: only a run with it reads these numbers
+    real_scans.write_card_section(model_dir, {**benchmark_result(model_dir),
+                                              "intensity_model": "combine"},
+                                  data, data / "derivatives" / "manual")
+    card = read_card(model_dir / CARD_NAME)
+    assert card.metrics["real_scans"]["intensity_model"] == "combine"
+    assert card.real_scan_dsc(["PDw"], intensity_model="combine") == 0.1
+    assert card.real_scan_dsc(["PDw"]) is None
 
 
 def test_card_texts_for_another_dataset(real_scans, dataset):

@@ -36,7 +36,11 @@ def tiny_model(tmp_path_factory) -> Path:
                      mode="moddrop+", network=dict(TINY), grid_mm=4.0,
                      description="random weights, for tests only",
                      thresholds={"T1w+FLAIR": 0.35},
-                     metrics={"real_scans": {"dsc": {"T1w+FLAIR+T2w+ceT1w": 0.61, "T1w+FLAIR": 0.12}}})
+                     metrics={"real_scans": {"dsc": {"T1w+FLAIR+T2w+ceT1w": 0.61, "T1w+FLAIR": 0.12}},
+                              "views": {"real-combined": {
+                                  "kind": "real", "intensity_model": "combine",
+                                  "subsets": {"T1w+FLAIR+T2w+ceT1w": {"dsc": 0.7},
+                                              "T1w+FLAIR": {"dsc": 0.2}}}}})
     directory = tmp_path_factory.mktemp("model") / "tiny"
     save_model(directory, build_network(card.network), card)
     return directory
@@ -91,10 +95,13 @@ def test_participant_run_writes_valid_derivatives_and_report(small_cross, tiny_m
     assert side2["Threshold"] == 0.35 and sidecar["Threshold"] == 0.5
     assert set(side2["ContrastsMissing"]) == {"T2w", "ceT1w"}
     assert (out / "sub-01.html").exists() and (out / "sub-02.html").exists()
-    # the card's real-scan DSC is low for sub-02's T1w + FLAIR only: its report says so
+    # the card's real-scan DSC with the intensity model (the default) is low for sub-02's
+    # T1w + FLAIR only: its report says so
     assert "Caution:" not in (out / "sub-01.html").read_text()
-    assert "this model reached DSC 0.12 on a real patient" in (out / "sub-02.html").read_text()
-    assert (out / "logs" / "CITATION.md").exists()
+    assert ("this model combined with the intensity model reached DSC 0.20 on a real patient"
+            in (out / "sub-02.html").read_text())
+    assert sidecar["Inference"]["IntensityModel"]["Mode"] == "combine"
+    assert "Cerri et al. 2021" in (out / "logs" / "CITATION.md").read_text()
     from bids import BIDSLayout
 
     layout = BIDSLayout(small_cross, derivatives=str(out), validate=False)
@@ -140,6 +147,41 @@ def test_participant_run_writes_valid_derivatives_and_report(small_cross, tiny_m
     assert run_cli([small_cross, out, "group"]) == 0
     rows = (out / "group_lesions.tsv").read_text().splitlines()[1:]
     assert sorted(row.split("\t")[0] for row in rows) == ["sub-01", "sub-02"]
+
+
+def test_intensity_model_off_keeps_the_network_alone(small_cross, tiny_model, tmp_path,
+                                                     monkeypatch):
+    args = [small_cross, "participant", "--model", tiny_model, "-w", tmp_path / "work",
+            "--participant-label", "02", "--skip-bids-validation"]
+    combined, alone = tmp_path / "combined", tmp_path / "alone"
+    assert run_cli([args[0], combined, *args[1:]]) == 0
+    assert run_cli([args[0], alone, *args[1:], "--intensity-model", "off"]) == 0
+    name = "sub-02/anat/sub-02_label-lesion_probseg"
+    sidecar = json.loads((alone / f"{name}.json").read_text())
+    assert sidecar["Inference"]["IntensityModel"] == {"Mode": "off"}
+    assert json.loads((combined / f"{name}.json").read_text())["Inference"]["IntensityModel"][
+        "Mode"] == "combine"
+    p_alone = np.asarray(nib.load(alone / f"{name}.nii.gz").dataobj)
+    p_combined = np.asarray(nib.load(combined / f"{name}.nii.gz").dataobj)
+    assert not np.allclose(p_alone, p_combined, atol=1e-3)
+    # the caution follows the card's numbers for the network alone
+    assert "this model reached DSC 0.12 on a real patient" in (alone / "sub-02.html").read_text()
+    assert "Cerri et al. 2021" not in (alone / "logs" / "CITATION.md").read_text()
+
+    # a template fit that fails: the network's map alone, said in the sidecar and the report
+    import bids_mdpp.atlas_priors as atlas_priors
+    from bids_mdpp.errors import InputDataError
+
+    def failing_fit(*args, name, **kwargs):
+        raise InputDataError(name, "registration to the template failed")
+
+    monkeypatch.setattr(atlas_priors, "priors_on_grid", failing_fit)
+    skipped = tmp_path / "skipped"
+    assert run_cli([args[0], skipped, *args[1:]]) == 0
+    entry = json.loads((skipped / f"{name}.json").read_text())["Inference"]["IntensityModel"]
+    assert entry["Mode"] == "off" and "registration to the template failed" in entry["Skipped"]
+    assert np.allclose(np.asarray(nib.load(skipped / f"{name}.nii.gz").dataobj), p_alone)
+    assert "the intensity model was skipped" in (skipped / "sub-02.html").read_text()
 
 
 def test_output_spaces_write_template_space_maps_and_a_transform(small_cross, tiny_model, tmp_path,

@@ -72,6 +72,11 @@ def _labels(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--tta", "flip_tta", is_flag=True,
               help="Test-time augmentation: also segment the left-right mirrored images and average "
                    "(twice the inference time; docs/benchmarks.md has what it gains).")
+@click.option("--intensity-model", "intensity_model", type=click.Choice(["combine", "off"]),
+              default="combine", show_default=True,
+              help="combine: average the network's lesion probability with that of a Gaussian "
+                   "mixture of tissue and lesion intensities fitted to each session (atlas priors; "
+                   "docs/usage.md); off: the network alone.")
 @click.option("--use-plugin", "--use_plugin", "use_plugin", type=click.Path(path_type=Path),
               help="Nipype plugin configuration file (YAML), e.g. for SLURM.")
 @click.option("--output-spaces", "--output_spaces", "output_spaces", multiple=True,
@@ -89,8 +94,8 @@ def _labels(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("-v", "--verbose", count=True, help="More output (-vv: Nipype's too).")
 def run(bids_dir, output_dir, analysis_level, participant_label, session_label, bids_filter_file,
         skip_bids_validation, work_dir, nprocs, omp_nthreads, mem, model, device, precision,
-        flip_tta, use_plugin, output_spaces, threshold, min_lesion_size, labels, overwrite, notrack,
-        verbose) -> int:
+        flip_tta, intensity_model, use_plugin, output_spaces, threshold, min_lesion_size, labels,
+        overwrite, notrack, verbose) -> int:
     """Segment MS lesions in BIDS_DIR and write BIDS derivatives to OUTPUT_DIR.
 
     ANALYSIS_LEVEL 'participant' segments each participant (and session);
@@ -143,6 +148,7 @@ def run(bids_dir, output_dir, analysis_level, participant_label, session_label, 
         device=device,
         precision=precision,
         flip_tta=flip_tta,
+        intensity_model=intensity_model,
         plugin_file=use_plugin,
         verbose=verbose,
         overwrite=overwrite,

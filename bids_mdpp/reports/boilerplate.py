@@ -45,6 +45,10 @@ REFERENCES: dict[str, str] = {
               "NeuroImage 2011;54(1):313-327. doi:10.1016/j.neuroimage.2010.07.033",
     "pytorch": "Paszke A, Gross S, Massa F, et al. PyTorch: An Imperative Style, High-Performance "
                "Deep Learning Library. NeurIPS 2019;32:8024-8035. arXiv:1912.01703",
+    "cerri2021": "Cerri S, Puonti O, Meier DS, Wuerfel J, Mühlau M, Siebner HR, Van Leemput K. A "
+                 "contrast-adaptive method for simultaneous whole-brain and lesion segmentation in "
+                 "multiple sclerosis. NeuroImage 2021;225:117471. "
+                 "doi:10.1016/j.neuroimage.2020.117471",
     "lesjak2018": "Lesjak Ž, Galimzianova A, Koren A, Lukin M, Pernuš F, Likar B, Špiclin Ž. "
                   "A Novel Public MR Image Dataset of Multiple Sclerosis Patients With Lesion "
                   "Segmentations Based on Multi-rater Consensus. Neuroinformatics 2018;16:51-63. "
@@ -57,6 +61,7 @@ IN_TEXT: dict[str, str] = {
     "nipype": "Gorgolewski et al. 2011", "simpleitk": "Lowekamp et al. 2013",
     "n4": "Tustison et al. 2010", "pybids": "Yarkoni et al. 2019", "nilearn": "Abraham et al. 2014",
     "mni152": "Fonov et al. 2011", "pytorch": "Paszke et al. 2019", "lesjak2018": "Lesjak et al. 2018",
+    "cerri2021": "Cerri et al. 2021",
 }
 
 #: Training modes as the methods text names them.
@@ -130,13 +135,29 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
         if anchor:
             text += (f" Inputs that include {anchor.get('Contrast')} were segmented with the "
                      f"base model's own weights.")
+    intensity = summary.get("Inference", {}).get("IntensityModel", {})
+    if intensity.get("Mode") == "combine":
+        text += (f" The network's probability map was then averaged with the lesion posterior of "
+                 f"a Gaussian mixture of tissue and lesion intensities fitted to the session, in "
+                 f"the manner of SAMSEG {_cite('cerri2021')}: four classes (cerebrospinal fluid, "
+                 f"grey matter, white matter, lesion), each a Gaussian over the contrasts present, "
+                 f"fitted by expectation-maximisation inside the brain mask with spatial priors "
+                 f"from the MNI152 template's tissue probability maps {_cite('mni152')} and the "
+                 f"lesion frequency of 27 patients of the MSLUB database {_cite('lesjak2018')}, "
+                 f"carried onto the session by an affine registration; the lesion class was held "
+                 f"darker than white matter on T1w and brighter on FLAIR, T2w and PDw.")
     if shipped_model:
         text += (f" The shipped model was trained on data derived from the MSLUB database "
                  f"{_cite('lesjak2018')}.")
     from bids_mdpp.workflows.preproc import PREPROC_REFERENCES
 
     merged = {**PREPROC_REFERENCES, **REFERENCES}  # the preprocessing text cites these too
-    keys = [k for k in merged if k != "lesjak2018" or shipped_model]
+    cited = set()
+    if shipped_model:
+        cited.add("lesjak2018")
+    if intensity.get("Mode") == "combine":
+        cited |= {"lesjak2018", "cerri2021"}
+    keys = [k for k in merged if k not in ("lesjak2018", "cerri2021") or k in cited]
     references = "\n".join(f"- {merged[k]}" for k in keys)
     return f"{preproc_desc.strip()}\n\n{text}\n\n### References\n\n{references}\n"
 

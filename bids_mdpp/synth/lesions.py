@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from bids_mdpp.atlas_priors import lesion_atlas_paths
 from bids_mdpp.imageio import load_image
 from bids_mdpp.synth.anatomy import Template
 from bids_mdpp.synth.confluent import add_confluent, cap_volume
@@ -44,8 +44,7 @@ SITES: dict[str, float] = {
 
 def atlas_paths() -> list[Path]:
     """The shipped lesion masks, sorted (27 files)."""
-    folder = Path(str(resources.files("bids_mdpp") / "data" / "lesion-atlas"))
-    return sorted(folder.glob("mslub-*_label-lesion_mask.nii.gz"))
+    return lesion_atlas_paths()
 
 
 @functools.lru_cache(maxsize=64)

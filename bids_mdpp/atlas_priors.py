@@ -1,0 +1,127 @@
+"""Anatomical priors on the model grid: tissue classes and where MS lesions occur.
+
+Two atlases ship offline and are carried onto a session's model grid by one affine (12-dof)
+fit of the template's brain to the session's brain-only reference image
+(:func:`bids_mdpp.preproc.templatefit.fit_brain_to_template`):
+
+- tissue: the grey- and white-matter probability maps of the MNI152 2009a symmetric template
+  bundled with nilearn (Fonov et al. 2011); cerebrospinal fluid is what of the brain mask is
+  neither;
+- lesions: the fraction of 27 MSLUB patients (Lesjak et al. 2018) with a consensus lesion at
+  each voxel of the FSL MNI152 1 mm grid (``bids_mdpp/data/lesion-atlas``; the two MNI152
+  templates are taken as one space: they differ by a few millimetres at most, well within
+  the smoothing below).
+
+The maps are smoothed in template space (Gaussian, :data:`TISSUE_SIGMA_MM` and
+:data:`LESION_SIGMA_MM`) before resampling, so that an affine fit's residual misalignment is
+spread rather than cut.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+#: Gaussian sigma (mm) applied to the tissue maps in template space.
+TISSUE_SIGMA_MM = 1.0
+#: Gaussian sigma (mm) applied to the lesion frequency map in template space.
+LESION_SIGMA_MM = 2.0
+#: Floor added to each tissue map before they are normalised to sum to one (no class is
+#: ever impossible where the affine fit is off).
+TISSUE_FLOOR = 0.02
+
+
+def lesion_atlas_paths() -> list[Path]:
+    """The shipped MSLUB consensus lesion masks, sorted (27 files, FSL MNI152 1 mm grid)."""
+    folder = Path(str(resources.files("bids_mdpp") / "data" / "lesion-atlas"))
+    return sorted(folder.glob("mslub-*_label-lesion_mask.nii.gz"))
+
+
+@dataclass(frozen=True)
+class AtlasPriors:
+    """Priors on a model grid, each of the grid's shape (float32).
+
+    ``tissue`` has shape ``(3, *grid)``: CSF, grey matter, white matter, summing to one at
+    every voxel.  ``lesion_frequency`` is the smoothed fraction of atlas patients with a
+    lesion there (0–1; its maximum is about 0.5, in the periventricular white matter).
+    """
+
+    tissue: np.ndarray
+    lesion_frequency: np.ndarray
+
+
+@functools.lru_cache(maxsize=1)
+def template_maps() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """``(tissue, lesion frequency)`` in template space: a 4-D image (CSF, GM, WM; smoothed,
+    normalised) on nilearn's MNI152 2009a 1 mm grid and the smoothed lesion frequency on the
+    FSL MNI152 1 mm grid."""
+    from nilearn import datasets
+
+    gm_img = datasets.load_mni152_gm_template(resolution=1)
+    zooms = np.asarray(gm_img.header.get_zooms()[:3], dtype=float)
+    gm = np.clip(gm_img.get_fdata(dtype=np.float32), 0, 1)
+    wm = np.clip(datasets.load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32), 0, 1)
+    brain = datasets.load_mni152_brain_mask(resolution=1).get_fdata(dtype=np.float32) > 0
+    csf = np.clip(brain - gm - wm, 0, 1)
+    tissue = np.stack([ndimage.gaussian_filter(t + TISSUE_FLOOR, TISSUE_SIGMA_MM / zooms)
+                       for t in (csf, gm, wm)], axis=-1)
+    tissue /= tissue.sum(-1, keepdims=True)
+
+    paths = lesion_atlas_paths()
+    first = nib.load(str(paths[0]))
+    total = np.zeros(first.shape, np.float32)
+    for path in paths:
+        total += np.asarray(nib.load(str(path)).dataobj, np.float32) > 0
+    lesion_zooms = np.asarray(first.header.get_zooms()[:3], dtype=float)
+    frequency = ndimage.gaussian_filter(total / len(paths), LESION_SIGMA_MM / lesion_zooms)
+    return (nib.Nifti1Image(tissue.astype(np.float32), gm_img.affine),
+            nib.Nifti1Image(frequency.astype(np.float32), first.affine))
+
+
+def priors_on_grid(reference: nib.spatialimages.SpatialImage,
+                   brain_mask: nib.spatialimages.SpatialImage, *,
+                   name: str | Path = "image", cache_dir: Path | None = None) -> AtlasPriors:
+    """Fit the template to ``reference`` (brain-only, on the model grid) and carry the atlases.
+
+    ``brain_mask`` is the session's brain mask on the same grid.  Raises
+    :class:`~bids_mdpp.errors.InputDataError` naming ``name`` when the fit fails.  nilearn's
+    template is written once into ``cache_dir`` (default:
+    :func:`bids_mdpp.templates.default_cache_dir`).
+    """
+    from bids_mdpp.preproc.templatefit import fit_brain_to_template
+    from bids_mdpp.templates import nilearn_files
+
+    t1, mask = nilearn_files(1, cache_dir)
+    to_subject = fit_brain_to_template(reference, brain_mask, t1, mask, name=name)
+    return carry_priors(brain_mask, to_subject.GetInverse())
+
+
+def carry_priors(grid: nib.spatialimages.SpatialImage, grid_to_template) -> AtlasPriors:
+    """The template-space maps resampled (linear) onto ``grid`` with ``grid_to_template``,
+    a SimpleITK transform mapping grid points to template points (LPS, mm)."""
+    import SimpleITK as sitk
+
+    from bids_mdpp.preproc.sitkio import nib_to_sitk
+
+    tissue_img, lesion_img = template_maps()
+    target = nib_to_sitk(nib.Nifti1Image(np.zeros(grid.shape[:3], np.float32), grid.affine))
+
+    def carried(img: nib.Nifti1Image, outside: float) -> np.ndarray:
+        moving = nib_to_sitk(img)
+        out = sitk.Resample(moving, target, grid_to_template, sitk.sitkLinear, outside,
+                            sitk.sitkFloat32)
+        return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
+
+    tissue_4d = tissue_img.get_fdata(dtype=np.float32)
+    # Outside the template's field of view: CSF (the brain's edge, if anything).
+    tissue = np.stack([carried(nib.Nifti1Image(tissue_4d[..., k], tissue_img.affine),
+                               1.0 if k == 0 else 0.0) for k in range(3)])
+    tissue = np.clip(tissue, 0, 1) + 1e-6
+    tissue /= tissue.sum(0, keepdims=True)
+    frequency = np.clip(carried(lesion_img, 0.0), 0, 1)
+    return AtlasPriors(tissue=tissue.astype(np.float32), lesion_frequency=frequency)

@@ -1,0 +1,220 @@
+"""A per-session Gaussian mixture of tissue and lesion intensities, with atlas priors.
+
+The network learnt from synthetic images; this model learns nothing beforehand and fits each
+session's own intensities, which is what makes tools like SAMSEG (Cerri et al. 2021) robust
+to contrasts and scanners.  Inside the brain mask, every voxel's normalised intensities over
+the session's contrasts (vector of length C) come from one of four classes — cerebrospinal
+fluid, grey matter, white matter, lesion — each a Gaussian with a full C×C covariance.  The
+class prior at a voxel is spatial (:mod:`bids_mdpp.atlas_priors`)::
+
+    P(lesion)   = min(LESION_PRIOR_SCALE × lesion frequency, MAX_LESION_PRIOR)
+    P(tissue k) = (1 − P(lesion)) × tissue atlas k
+
+Expectation–maximisation (:data:`ITERATIONS` rounds) fits the means and covariances and
+returns each voxel's posterior probability of lesion.  The lesion class starts at the
+white-matter mean shifted by :data:`INITIAL_SHIFT_SD` white-matter standard deviations
+(darker on T1w, brighter on FLAIR, T2w and PDw), and its mean is held at least
+:data:`MIN_SHIFT_SD` standard deviations on that side of white matter: otherwise the class can
+slide onto white matter itself, or onto grey matter's partial volume.  ce-T1w has no such
+constraint (lesions there may be dark or enhancing); its lesion mean starts darker, as on T1w.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bids_mdpp.atlas_priors import AtlasPriors
+
+#: Expectation–maximisation rounds.
+ITERATIONS = 25
+#: Lesion prior = this × the atlas's lesion frequency, capped at MAX_LESION_PRIOR.
+LESION_PRIOR_SCALE = 1.0
+MAX_LESION_PRIOR = 0.5
+#: Floor of the lesion prior (a lesion is never impossible).
+MIN_LESION_PRIOR = 1e-4
+#: The lesion mean starts this many white-matter standard deviations from white matter ...
+INITIAL_SHIFT_SD = 2.5
+#: ... and stays at least this many on the lesion side of it.
+MIN_SHIFT_SD = 2.0
+#: Direction of lesions relative to white matter, per contrast (where the lesion mean starts).
+LESION_SIGN = {"T1w": -1.0, "ceT1w": -1.0, "FLAIR": 1.0, "T2w": 1.0, "PDw": 1.0}
+#: Contrasts whose lesion mean is free to cross white matter's (enhancing lesions are bright).
+UNCONSTRAINED = frozenset({"ceT1w"})
+#: Added to every covariance's diagonal (normalised intensity units squared).
+COVARIANCE_FLOOR = 1e-4
+#: The Gaussians are fitted on at most about this many brain voxels (every k-th one); the
+#: posterior is then computed at every voxel.
+MAX_FIT_VOXELS = 200_000
+#: Normalised values at or below this are the background: the contrast did not image the voxel.
+NOT_IMAGED = -0.999
+#: The fewest voxels imaged by every contrast that the Gaussians are fitted on.
+MIN_FIT_VOXELS = 1000
+#: Class order in the mixture.
+CLASSES = ("CSF", "GM", "WM", "lesion")
+
+
+def lesion_posterior(volumes: Mapping[str, np.ndarray], brain_mask: np.ndarray,
+                     priors: AtlasPriors) -> np.ndarray:
+    """Posterior probability of lesion per voxel (float32, 0 outside the brain).
+
+    Parameters
+    ----------
+    volumes
+        Normalised images on the model grid (white-matter peak −0.5), keyed by contrast
+        (keys of :data:`LESION_SIGN`), each of shape ``(X, Y, Z)``.
+    brain_mask
+        Boolean ``(X, Y, Z)``.
+    priors
+        :class:`~bids_mdpp.atlas_priors.AtlasPriors` on the same grid.
+
+    A voxel outside a contrast's field of view (normalised value at the background, −1: a 2D
+    acquisition that stops short of the cerebellum, say) is scored with the contrasts that
+    imaged it — the class Gaussians restricted to those dimensions — and gets 0 where none
+    did.  The Gaussians are fitted on the voxels every contrast imaged; raises
+    :class:`ValueError` when fewer than :data:`MIN_FIT_VOXELS` are.
+    """
+    contrasts = tuple(volumes)
+    unknown = [c for c in contrasts if c not in LESION_SIGN]
+    if unknown or not contrasts:
+        raise ValueError(f"no lesion model for contrasts {unknown or '(none)'}")
+    inside = np.asarray(brain_mask, bool)
+    out = np.zeros(inside.shape, np.float32)
+    if not inside.any():
+        return out
+    x = np.stack([np.asarray(volumes[c], np.float64)[inside] for c in contrasts], axis=1)
+    prior = class_prior(priors.tissue[:, inside].astype(np.float64),
+                        priors.lesion_frequency[inside].astype(np.float64))
+    imaged = x > NOT_IMAGED
+    everywhere = imaged.all(axis=1)
+    if everywhere.sum() < MIN_FIT_VOXELS:
+        raise ValueError(f"only {int(everywhere.sum())} brain voxels were imaged by every "
+                         f"contrast ({', '.join(contrasts)}); at least {MIN_FIT_VOXELS} are needed")
+    stride = max(1, int(everywhere.sum()) // MAX_FIT_VOXELS)
+    fit = fit_mixture(x[everywhere][::stride], prior[:, everywhere][:, ::stride], contrasts)
+    posterior = np.zeros(len(x))
+    for pattern in np.unique(imaged, axis=0):
+        if not pattern.any():
+            continue
+        rows = (imaged == pattern).all(axis=1)
+        dims = np.flatnonzero(pattern)
+        restricted = MixtureFit(means=fit.means[:, dims],
+                                covariances=fit.covariances[:, dims][:, :, dims])
+        posterior[rows] = class_posteriors(x[rows][:, dims], prior[:, rows], restricted)[3]
+    out[inside] = posterior
+    return out
+
+
+@dataclass(frozen=True)
+class MixtureFit:
+    """Fitted class Gaussians, classes in :data:`CLASSES` order: ``means`` ``(4, C)`` and
+    ``covariances`` ``(4, C, C)`` (normalised intensity units)."""
+
+    means: np.ndarray
+    covariances: np.ndarray
+
+
+def class_prior(tissue: np.ndarray, lesion_frequency: np.ndarray) -> np.ndarray:
+    """Spatial class priors ``(4, N)`` from the tissue atlas ``(3, N)`` (summing to one) and
+    the lesion frequency ``(N,)``; each column sums to one."""
+    lesion = np.clip(LESION_PRIOR_SCALE * lesion_frequency, MIN_LESION_PRIOR, MAX_LESION_PRIOR)
+    return np.concatenate([tissue * (1.0 - lesion), lesion[None]], axis=0)
+
+
+def class_posteriors(x: np.ndarray, prior: np.ndarray, fit: MixtureFit) -> np.ndarray:
+    """Posterior class probabilities ``(4, N)`` of the voxels ``x`` ``(N, C)`` under ``fit``
+    and the spatial ``prior`` ``(4, N)``."""
+    log_joint = np.log(np.clip(prior, 1e-12, None)) + np.stack(
+        [_log_gaussian(x, m, c) for m, c in zip(fit.means, fit.covariances)])
+    log_joint -= log_joint.max(axis=0)
+    posterior = np.exp(log_joint)
+    posterior /= posterior.sum(axis=0)
+    return posterior
+
+
+def fit_mixture(x: np.ndarray, prior: np.ndarray, contrasts: Sequence[str], *,
+                iterations: int = ITERATIONS) -> MixtureFit:
+    """Expectation–maximisation of the class Gaussians.
+
+    ``x`` has shape ``(N, C)`` (intensities of N voxels over the C ``contrasts``) and
+    ``prior`` ``(4, N)`` (:func:`class_prior`).  Each round re-estimates the Gaussians from
+    the current posteriors (the first from the priors, the lesion class then starting beside
+    white matter), holds the lesion mean on its side of white matter, and updates the
+    posteriors.
+    """
+    sign = np.array([LESION_SIGN[c] for c in contrasts])
+    held = np.array([c not in UNCONSTRAINED for c in contrasts])
+    posterior = prior
+    fit = None
+    for iteration in range(iterations):
+        means, covariances = _weighted_gaussians(x, posterior)
+        wm_sd = np.sqrt(np.diag(covariances[2]))
+        if iteration == 0:
+            means[3] = means[2] + INITIAL_SHIFT_SD * sign * wm_sd
+            covariances[3] = covariances[2].copy()
+        bound = means[2] + MIN_SHIFT_SD * sign * wm_sd
+        too_close = held & (sign * (means[3] - bound) < 0)
+        means[3] = np.where(too_close, bound, means[3])
+        fit = MixtureFit(means=np.stack(means), covariances=np.stack(covariances))
+        posterior = class_posteriors(x, prior, fit)
+    return fit
+
+
+def _weighted_gaussians(x: np.ndarray, weights: np.ndarray) -> tuple[list, list]:
+    """Means ``(C,)`` and covariances ``(C, C)`` of each class under ``weights`` ``(K, N)``."""
+    means, covariances = [], []
+    for w in weights:
+        w = w / max(float(w.sum()), 1e-12)
+        mean = w @ x
+        centred = x - mean
+        cov = (w[:, None] * centred).T @ centred + COVARIANCE_FLOOR * np.eye(x.shape[1])
+        means.append(mean)
+        covariances.append(cov)
+    return means, covariances
+
+
+def _log_gaussian(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Log density of N(mean, cov) at each row of ``x`` ``(N, C)``; shape ``(N,)``."""
+    inverse = np.linalg.inv(cov)
+    _, log_det = np.linalg.slogdet(cov)
+    centred = x - mean
+    mahalanobis = np.einsum("nc,cd,nd->n", centred, inverse, centred)
+    return -0.5 * (mahalanobis + log_det + x.shape[1] * np.log(2 * np.pi))
+
+
+#: How the probability map is made (``--intensity-model``): ``combine`` averages the network's
+#: probability with the intensity model's posterior, ``off`` keeps the network's alone.
+MODES = ("combine", "off")
+DEFAULT_MODE = "combine"
+
+
+def combine(network_probability: np.ndarray, posterior: np.ndarray) -> np.ndarray:
+    """The mean of the network's probability and the intensity model's posterior (float32).
+
+    Both have the grid's shape and lie in [0, 1].  At threshold 0.5 a voxel is lesion when
+    the two sum to at least 1: one sure model and one at least undecided, or both leaning.
+    """
+    return ((np.asarray(network_probability, np.float32) + np.asarray(posterior, np.float32))
+            / 2.0).astype(np.float32)
+
+
+def describe(mode: str) -> dict:
+    """What the outputs' sidecars record of the intensity model under ``mode``."""
+    if mode not in MODES:
+        raise ValueError(f"intensity model mode must be one of {MODES}, got {mode!r}")
+    if mode == "off":
+        return {"Mode": "off"}
+    return {
+        "Mode": mode,
+        "Method": "per-session Gaussian mixture (CSF, grey matter, white matter, lesion; full "
+                  "covariance over the contrasts) fitted by expectation-maximisation inside the "
+                  "brain mask, with spatial priors carried by an affine fit of the MNI152 2009a "
+                  "template",
+        "TissuePriors": "MNI152 2009a symmetric grey/white matter probability maps (nilearn)",
+        "LesionPrior": f"{LESION_PRIOR_SCALE:g} x lesion frequency of 27 MSLUB patients "
+                       f"(capped at {MAX_LESION_PRIOR:g})",
+        "Iterations": ITERATIONS,
+        "MinimumLesionShift": f"{MIN_SHIFT_SD:g} white-matter standard deviations",
+        "Combination": "mean of the network's probability and the posterior",
+    }

@@ -1,0 +1,190 @@
+"""The per-session intensity model (Gaussian mixture with atlas priors) and its priors."""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_mdpp.atlas_priors import AtlasPriors, carry_priors, lesion_atlas_paths, template_maps
+from bids_mdpp.intensity_model import (MIN_SHIFT_SD, class_posteriors, class_prior, combine,
+                                       describe, fit_mixture, lesion_posterior)
+
+SHAPE = (36, 36, 36)
+#: Normalised intensities (white-matter peak −0.5) per tissue: CSF, GM, WM.
+MEANS = {"T1w": (-0.85, -0.62, -0.5), "FLAIR": (-0.85, -0.42, -0.5), "T2w": (-0.1, -0.38, -0.5)}
+NOISE_SD = 0.02
+
+
+def phantom(contrasts, lesion_shift: dict[str, float] | None = None, seed: int = 0):
+    """A ball of WM inside a GM shell, with a CSF core; a WM blob shifted by ``lesion_shift``
+    (normalised units per contrast).  Returns volumes, brain, lesion mask, priors."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(SHAPE) - np.array(SHAPE)[:, None, None, None] / 2 + 0.5
+    r = np.sqrt(x ** 2 + y ** 2 + z ** 2)
+    brain = r < 17
+    csf, gm = r < 4, (r >= 14) & brain
+    wm = brain & ~csf & ~gm
+    blob = np.sqrt((x - 8) ** 2 + y ** 2 + z ** 2) < 3.5
+    labels = np.where(csf, 0, np.where(gm, 1, 2))
+    volumes = {}
+    for c in contrasts:
+        image = np.asarray(MEANS[c])[labels] + rng.normal(0, NOISE_SD, SHAPE)
+        if lesion_shift:
+            image[blob] += lesion_shift.get(c, 0.0)
+        volumes[c] = np.where(brain, image, -1.0).astype(np.float32)
+    soft = np.stack([csf, gm, wm]).astype(np.float32) * 0.96 + 0.04 / 3
+    frequency = np.where(wm, 0.02, 0.0).astype(np.float32)
+    return volumes, brain, blob, AtlasPriors(tissue=soft, lesion_frequency=frequency)
+
+
+def dice(a, b):
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+@pytest.mark.parametrize("contrasts, shift, min_dice", [
+    (("FLAIR",), {"FLAIR": 0.25}, 0.8),
+    # on T1w alone a lesion is as dark as grey matter: only the priors tell them apart
+    (("T1w",), {"T1w": -0.08}, 0.4),
+    (("T1w", "FLAIR", "T2w"), {"T1w": -0.12, "FLAIR": 0.25, "T2w": 0.3}, 0.8),
+])
+def test_a_white_matter_lesion_is_found_with_any_contrasts(contrasts, shift, min_dice):
+    volumes, brain, blob, priors = phantom(contrasts, shift)
+    posterior = lesion_posterior(volumes, brain, priors)
+    assert posterior.shape == SHAPE and posterior.dtype == np.float32
+    assert posterior[~brain].max() == 0.0 and 0.0 <= posterior.min() and posterior.max() <= 1.0
+    found = posterior >= 0.5
+    assert dice(found, blob) > min_dice
+    assert (found & ~blob).sum() < 0.1 * blob.sum()
+
+
+def test_lesions_must_lie_on_their_side_of_white_matter():
+    # a FLAIR-dark spot in white matter is not a lesion: the lesion class stays brighter
+    volumes, brain, blob, priors = phantom(("FLAIR",), {"FLAIR": -0.25})
+    assert (lesion_posterior(volumes, brain, priors) >= 0.5).sum() == 0
+    # and the lesion class never settles on white matter itself when nothing is brighter
+    volumes, brain, _, priors = phantom(("FLAIR",))
+    assert (lesion_posterior(volumes, brain, priors) >= 0.5).sum() < 0.002 * brain.sum()
+
+
+def test_the_fit_holds_the_lesion_class_beside_white_matter_and_posteriors_sum_to_one():
+    volumes, brain, blob, priors = phantom(("T1w", "FLAIR"), {"T1w": -0.12, "FLAIR": 0.25})
+    x = np.stack([volumes[c][brain] for c in ("T1w", "FLAIR")], axis=1).astype(np.float64)
+    prior = class_prior(priors.tissue[:, brain].astype(np.float64),
+                        priors.lesion_frequency[brain].astype(np.float64))
+    assert prior.shape == (4, brain.sum()) and np.allclose(prior.sum(0), 1.0)
+    fit = fit_mixture(x, prior, ("T1w", "FLAIR"), iterations=10)
+    assert fit.means.shape == (4, 2) and fit.covariances.shape == (4, 2, 2)
+    wm_sd = np.sqrt(np.diag(fit.covariances[2]))
+    shift = (fit.means[3] - fit.means[2]) / wm_sd
+    assert shift[0] <= -MIN_SHIFT_SD + 1e-9 and shift[1] >= MIN_SHIFT_SD - 1e-9
+    # the lesion class found the blob's intensities
+    assert np.allclose(fit.means[3], [-0.62, -0.25], atol=0.03)
+    posterior = class_posteriors(x, prior, fit)
+    assert posterior.shape == (4, brain.sum()) and np.allclose(posterior.sum(0), 1.0)
+
+
+def test_bad_inputs_are_refused_or_give_nothing():
+    volumes, brain, _, priors = phantom(("FLAIR",))
+    with pytest.raises(ValueError, match="DWI"):
+        lesion_posterior({"DWI": volumes["FLAIR"]}, brain, priors)
+    with pytest.raises(ValueError, match="none"):
+        lesion_posterior({}, brain, priors)
+    empty = lesion_posterior(volumes, np.zeros(SHAPE, bool), priors)
+    assert empty.shape == SHAPE and not empty.any()
+
+
+def test_combine_is_the_mean_and_describe_names_the_mode():
+    a, b = np.full(SHAPE, 0.2, np.float32), np.full(SHAPE, 0.9, np.float32)
+    assert combine(a, b).dtype == np.float32 and np.allclose(combine(a, b), 0.55)
+    assert describe("off") == {"Mode": "off"}
+    described = describe("combine")
+    assert described["Mode"] == "combine" and "Gaussian mixture" in described["Method"]
+    with pytest.raises(ValueError, match="alone"):
+        describe("alone")
+
+
+def test_the_lesion_atlas_ships_and_the_priors_carry_onto_a_grid():
+    import SimpleITK as sitk
+
+    assert len(lesion_atlas_paths()) == 27
+    tissue_img, lesion_img = template_maps()
+    assert tissue_img.shape[-1] == 3
+    assert np.allclose(tissue_img.get_fdata(dtype=np.float32).sum(-1), 1.0, atol=1e-4)
+    # a 4 mm grid over the template, identity transform: the maps as they are, coarser
+    affine = tissue_img.affine.copy()
+    affine[:3, :3] *= 4
+    grid = nib.Nifti1Image(np.zeros(tuple(s // 4 for s in tissue_img.shape[:3]), np.uint8), affine)
+    priors = carry_priors(grid, sitk.Transform(3, sitk.sitkIdentity))
+    assert priors.tissue.shape == (3, *grid.shape) and priors.lesion_frequency.shape == grid.shape
+    assert np.allclose(priors.tissue.sum(0), 1.0, atol=1e-5)
+    # lesions are most frequent in white matter (periventricular), never above one patient in two
+    peak = np.unravel_index(np.argmax(priors.lesion_frequency), grid.shape)
+    assert 0.1 < priors.lesion_frequency.max() <= 0.5
+    assert priors.tissue[2][peak] > 0.5
+
+
+def test_fitting_on_every_kth_voxel_gives_the_same_map(monkeypatch):
+    import bids_mdpp.intensity_model as intensity_model
+
+    volumes, brain, blob, priors = phantom(("T1w", "FLAIR"), {"T1w": -0.12, "FLAIR": 0.25})
+    full = lesion_posterior(volumes, brain, priors) >= 0.5
+    monkeypatch.setattr(intensity_model, "MAX_FIT_VOXELS", brain.sum() // 5)
+    strided = lesion_posterior(volumes, brain, priors) >= 0.5
+    assert dice(full, strided) > 0.95 and dice(strided, blob) > 0.8
+
+
+def test_the_participant_level_combines_or_falls_back_to_the_network(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import bids_mdpp.atlas_priors as atlas_priors
+    from bids_mdpp.errors import InputDataError
+    from bids_mdpp.participant import intensity_model_probability
+
+    volumes, brain, blob, priors = phantom(("FLAIR",), {"FLAIR": 0.25})
+    affine = np.eye(4)
+    paths = {}
+    for name, data in (("FLAIR", volumes["FLAIR"]), ("brain", brain.astype(np.uint8))):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), str(paths[name]))
+    preproc = SimpleNamespace(images={"FLAIR": paths["FLAIR"]}, reference="FLAIR",
+                              brain_mask=paths["brain"])
+    network = np.where(brain, 0.3, 0.0).astype(np.float32)
+
+    monkeypatch.setattr(atlas_priors, "priors_on_grid", lambda *a, **k: priors)
+    combined, entry = intensity_model_probability(preproc, volumes, brain, network,
+                                                  cache_dir=tmp_path)
+    assert entry["Mode"] == "combine" and "Skipped" not in entry
+    assert dice(combined >= 0.5, blob) > 0.8  # 0.3 from the network, ~1 from the mixture
+
+    def failing_fit(*args, name, **kwargs):
+        raise InputDataError(name, "registration to the template failed")
+
+    monkeypatch.setattr(atlas_priors, "priors_on_grid", failing_fit)
+    kept, entry = intensity_model_probability(preproc, volumes, brain, network, cache_dir=tmp_path)
+    assert kept is network
+    assert entry["Mode"] == "off" and "FLAIR.nii.gz" in entry["Skipped"]
+    assert "registration to the template failed" in entry["Skipped"]
+
+
+def test_voxels_a_contrast_did_not_image_are_scored_with_the_others():
+    # T1w stops short of one end of the brain (a 2D acquisition's field of view): there its
+    # normalised value is the background, -1, darker than any lesion
+    volumes, brain, blob, priors = phantom(("T1w", "FLAIR"), {"T1w": -0.12, "FLAIR": 0.25})
+    z = np.indices(SHAPE)[2]
+    uncovered = brain & (z < 8)
+    volumes["T1w"][uncovered] = -1.0
+    posterior = lesion_posterior(volumes, brain, priors)
+    assert (posterior[uncovered] >= 0.5).sum() == 0  # not a sea of T1w-dark "lesions"
+    assert dice(posterior >= 0.5, blob) > 0.8
+    # a lesion there is still found, from FLAIR alone
+    volumes, brain, blob, priors = phantom(("T1w", "FLAIR"), {"T1w": -0.12, "FLAIR": 0.25})
+    spot = uncovered & (np.sqrt(((np.indices(SHAPE) - np.array([18, 18, 5])[:, None, None, None])
+                                 ** 2).sum(0)) < 3) & (priors.lesion_frequency > 0)
+    volumes["T1w"][uncovered] = -1.0
+    volumes["FLAIR"][spot] += 0.25
+    found = lesion_posterior(volumes, brain, priors) >= 0.5
+    assert spot.any() and dice(found & uncovered, spot) > 0.8 and dice(found, spot | blob) > 0.8
+    # too little imaged by every contrast: refused
+    volumes["T1w"][brain] = -1.0
+    with pytest.raises(ValueError, match="imaged by every contrast"):
+        lesion_posterior(volumes, brain, priors)

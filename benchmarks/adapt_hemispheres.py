@@ -179,6 +179,7 @@ def card_view(result: Mapping) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from bids_mdpp.config import INTENSITY_MODEL_MODES
     from bids_mdpp.model import DEFAULT_MODEL_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -194,7 +195,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bids_mdpp-adapt-hemispheres"))
     parser.add_argument("--nprocs", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--intensity-model", choices=("combine", "off"), default="combine",
+    parser.add_argument("--intensity-model", choices=INTENSITY_MODEL_MODES,
+                        default=INTENSITY_MODEL_MODES[0],
                         help="average every prediction with the intensity model's posterior "
                              "(fitted on the whole subject, no label), as the participant level "
                              "does by default, or score the networks alone")

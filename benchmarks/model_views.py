@@ -155,6 +155,7 @@ def save_session(root: Path, key: str, brain: np.ndarray, label: np.ndarray,
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from bids_mdpp.config import INTENSITY_MODEL_MODES
     from bids_mdpp.model import DEFAULT_MODEL_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -163,7 +164,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--labels", type=Path, help="default: DATA/derivatives/manual")
     parser.add_argument("--subsets", choices=("all", "single", "full"), default="all")
     parser.add_argument("--tta", choices=("off", "on", "both"), default="both")
-    parser.add_argument("--intensity-model", choices=("combine", "off"), default="combine",
+    parser.add_argument("--intensity-model", choices=INTENSITY_MODEL_MODES,
+                        default=INTENSITY_MODEL_MODES[0],
                         help="average with the intensity model's posterior (as the participant "
                              "level does by default), or score the network alone")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bids_mdpp-model-views"),

@@ -500,6 +500,7 @@ def update_card_metrics(model_dir: Path, update: Callable[[dict], None]) -> Path
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options; ``--labels`` defaults to ``DATA/derivatives/manual``."""
+    from bids_mdpp.config import INTENSITY_MODEL_MODES
     from bids_mdpp.model import DEFAULT_MODEL_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -516,7 +517,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--nprocs", type=int, help="passed to the participant level")
     parser.add_argument("--tta", action="store_true",
                         help="run the participant level with --tta (left-right flip averaging)")
-    parser.add_argument("--intensity-model", choices=("combine", "off"), default="combine",
+    parser.add_argument("--intensity-model", choices=INTENSITY_MODEL_MODES,
+                        default=INTENSITY_MODEL_MODES[0],
                         help="passed to the participant level (its default: combine)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--write-card", action="store_true",

@@ -129,6 +129,7 @@ def run_subset(subset: tuple[str, ...], sessions: dict, args: argparse.Namespace
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from bids_mdpp.config import INTENSITY_MODEL_MODES
     from bids_mdpp.model import DEFAULT_MODEL_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -140,7 +141,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help="datasets, outputs and caches (default: temporary)")
     parser.add_argument("--nprocs", type=int, help="passed to the participant level")
     parser.add_argument("--tta", action="store_true", help="participant level with --tta")
-    parser.add_argument("--intensity-model", choices=("combine", "off"), default="combine",
+    parser.add_argument("--intensity-model", choices=INTENSITY_MODEL_MODES,
+                        default=INTENSITY_MODEL_MODES[0],
                         help="passed to the participant level (its default: combine)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

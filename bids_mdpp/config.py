@@ -11,6 +11,8 @@ from pathlib import Path
 from bids_mdpp.errors import UsageError
 
 ANALYSIS_LEVELS = ("participant", "group")
+#: ``--intensity-model`` values (:mod:`bids_mdpp.intensity_model`); the first is the default.
+INTENSITY_MODEL_MODES = ("combine", "off")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 
@@ -63,7 +65,7 @@ class RunConfig:
     flip_tta: bool = False
     #: ``combine``: average the network's probability with the per-session intensity model's
     #: (:mod:`bids_mdpp.intensity_model`); ``off``: the network alone.
-    intensity_model: str = "combine"
+    intensity_model: str = INTENSITY_MODEL_MODES[0]
     plugin_file: Path | None = None
     verbose: int = 0
     overwrite: bool = False
@@ -79,8 +81,9 @@ class RunConfig:
             raise UsageError(f"analysis level must be one of {ANALYSIS_LEVELS}")
         if not DEVICE_PATTERN.match(self.device):
             raise UsageError(f"invalid --device {self.device!r}; use auto, cpu, cuda or cuda:N")
-        if self.intensity_model not in ("combine", "off"):
-            raise UsageError(f"--intensity-model must be combine or off, got {self.intensity_model!r}")
+        if self.intensity_model not in INTENSITY_MODEL_MODES:
+            raise UsageError(f"--intensity-model must be one of {', '.join(INTENSITY_MODEL_MODES)}, "
+                             f"got {self.intensity_model!r}")
         if not 0.0 < self.threshold < 1.0:
             raise UsageError(f"--threshold must lie strictly between 0 and 1, got {self.threshold}")
         if self.nprocs < 1 or self.omp_nthreads < 1 or self.inference_nthreads < 1:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bids_mdpp.atlas_priors import AtlasPriors
+from bids_mdpp.config import INTENSITY_MODEL_MODES
 
 #: Expectation–maximisation rounds.
 ITERATIONS = 25
@@ -183,11 +184,6 @@ def _log_gaussian(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarra
     return -0.5 * (mahalanobis + log_det + x.shape[1] * np.log(2 * np.pi))
 
 
-#: How the probability map is made (``--intensity-model``): ``combine`` averages the network's
-#: probability with the intensity model's posterior, ``off`` keeps the network's alone.
-MODES = ("combine", "off")
-DEFAULT_MODE = "combine"
-
 
 def combine(network_probability: np.ndarray, posterior: np.ndarray) -> np.ndarray:
     """The mean of the network's probability and the intensity model's posterior (float32).
@@ -200,9 +196,12 @@ def combine(network_probability: np.ndarray, posterior: np.ndarray) -> np.ndarra
 
 
 def describe(mode: str) -> dict:
-    """What the outputs' sidecars record of the intensity model under ``mode``."""
-    if mode not in MODES:
-        raise ValueError(f"intensity model mode must be one of {MODES}, got {mode!r}")
+    """What the outputs' sidecars record of the intensity model under ``mode`` (one of
+    :data:`bids_mdpp.config.INTENSITY_MODEL_MODES`: ``combine`` averages the network's
+    probability with the posterior, ``off`` keeps the network's alone)."""
+    if mode not in INTENSITY_MODEL_MODES:
+        raise ValueError(f"intensity model mode must be one of {INTENSITY_MODEL_MODES}, "
+                         f"got {mode!r}")
     if mode == "off":
         return {"Mode": "off"}
     return {

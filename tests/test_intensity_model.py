@@ -188,3 +188,14 @@ def test_voxels_a_contrast_did_not_image_are_scored_with_the_others():
     volumes["T1w"][brain] = -1.0
     with pytest.raises(ValueError, match="imaged by every contrast"):
         lesion_posterior(volumes, brain, priors)
+
+
+def test_an_unknown_intensity_model_mode_is_a_usage_error(tmp_path):
+    from bids_mdpp.config import RunConfig
+    from bids_mdpp.errors import UsageError
+
+    with pytest.raises(UsageError, match="--intensity-model must be one of combine, off"):
+        RunConfig(bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="participant",
+                  intensity_model="alone")
+    assert RunConfig(bids_dir=tmp_path, output_dir=tmp_path / "out",
+                     analysis_level="participant").intensity_model == "combine"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from bids_mdpp.config import default_omp_nthreads, parse_memory_gb
+from bids_mdpp.config import INTENSITY_MODEL_MODES, default_omp_nthreads, parse_memory_gb
 
 EPILOG = """\b
 Other commands (bids_mdpp COMMAND --help):
@@ -72,8 +72,8 @@ def _labels(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--tta", "flip_tta", is_flag=True,
               help="Test-time augmentation: also segment the left-right mirrored images and average "
                    "(twice the inference time; docs/benchmarks.md has what it gains).")
-@click.option("--intensity-model", "intensity_model", type=click.Choice(["combine", "off"]),
-              default="combine", show_default=True,
+@click.option("--intensity-model", "intensity_model", type=click.Choice(INTENSITY_MODEL_MODES),
+              default=INTENSITY_MODEL_MODES[0], show_default=True,
               help="combine: average the network's lesion probability with that of a Gaussian "
                    "mixture of tissue and lesion intensities fitted to each session (atlas priors; "
                    "docs/usage.md); off: the network alone.")

@@ -27,6 +27,7 @@ Usage::
 
     python benchmarks/adapt.py [--work DIR] [--direction both] [--nprocs N] [--epochs 4]
         [--steps-per-epoch 50] [--agreement-sessions 1] [--targets mask|soft] [--confidence C]
+        [--teacher-intensity-model combine|off]
         [--lesion-share S] [--cross-subsets all] [--resume]
         [--output benchmarks/results/adapt.json]
 
@@ -70,7 +71,7 @@ def adapt_options(args) -> list[str]:
     """The ``bids_mdpp adapt`` options this benchmark passes on."""
     options = ["--epochs", str(args.epochs), "--steps-per-epoch", str(args.steps_per_epoch),
                "--seed", str(args.seed), "--agreement-sessions", str(args.agreement_sessions),
-               "--targets", args.targets]
+               "--targets", args.targets, "--intensity-model", args.teacher_intensity_model]
     for name in ("confidence", "lesion_share", "nprocs"):
         if getattr(args, name):
             options += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
@@ -211,6 +212,7 @@ def _volumes(entry: Mapping) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from bids_mdpp.config import INTENSITY_MODEL_MODES
     from bids_mdpp.model import DEFAULT_MODEL_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -226,6 +228,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--targets", choices=("mask", "soft"), default="mask",
                         help="bids_mdpp adapt --targets")
+    parser.add_argument("--teacher-intensity-model", choices=INTENSITY_MODEL_MODES,
+                        default="off",
+                        help="bids_mdpp adapt --intensity-model: the base model's map alone "
+                             "(adapt's default) or averaged with the intensity model")
     parser.add_argument("--confidence", type=float, help="bids_mdpp adapt --confidence")
     parser.add_argument("--lesion-share", type=float, help="bids_mdpp adapt --lesion-share")
     parser.add_argument("--cross-subsets", choices=("all", "single", "full"), default="all",

@@ -4,8 +4,11 @@ The one labelled 3D patient held here (mslub-cross sub-26) is split at the midli
 hemisphere (a *fold*):
 
 1. a copy of the subject's images is written under ``--work`` with everything on the other side
-   of the midline set to 0 (world x in RAS: the kept side begins ``--gap-mm`` from x = 0; the
-   lesion mask is not copied);
+   of the midline set to 0 (``--other-side zero``; world x in RAS: the kept side begins
+   ``--gap-mm`` from x = 0; the lesion mask is not copied) or, with ``--other-side mirror``,
+   replaced by the kept side's mirror image across the plane where the kept side begins, so
+   that the copy is a whole (symmetric) brain: the intensity model's template fit, which the
+   teacher of ``adapt --intensity-model combine`` needs, fails on half a brain;
 2. ``bids_mdpp adapt`` runs on that copy from the base model (its own process, no label read);
 3. the whole subject is preprocessed once (model grid) and every non-empty subset of its
    contrasts is segmented with the base model and with each fold's adapted model;
@@ -25,7 +28,10 @@ adapt changes), is stored in that model's card as ``metrics.views.NAME`` (``--ca
 real-scan view that :meth:`bids_mdpp.model.ModelCard.real_scan_dsc` reads for subsets its
 ``real_scans`` lacks.
 
-``--intensity-model combine`` (the default, as at the participant level) averages every
+``--teacher-intensity-model`` is passed to ``bids_mdpp adapt --intensity-model`` (what the
+teacher's map is: the base model's alone, ``off``, adapt's default, or averaged with the
+intensity model, ``combine``).  ``--intensity-model combine`` (the default, as at the
+participant level) averages every
 prediction, base and adapted, with the per-session intensity model's lesion posterior
 (:mod:`bids_mdpp.intensity_model`, fitted once per subset on the whole subject: it reads no
 label and learns nothing across sessions); the card's view records which was used.
@@ -34,7 +40,8 @@ Usage::
 
     python benchmarks/adapt_hemispheres.py [--model BASE_MODEL] [--data ../shared/data/mslub-cross]
         [--subject 26] [--gap-mm 4] [--epochs 4] [--steps-per-epoch 50] [--seed 0]
-        [--flair-subsets base] [--intensity-model combine|off] [--work DIR] [--reuse-adapted]
+        [--flair-subsets base] [--intensity-model combine|off] [--other-side zero|mirror]
+        [--teacher-intensity-model combine|off] [--base-subsets T1w] [--work DIR] [--reuse-adapted]
         [--nprocs N]
         [--output benchmarks/results/adapt_hemispheres.json]
         [--write-card MODEL_DIR [--card-name mslub-cross-unseen-hemisphere]]
@@ -77,9 +84,38 @@ def other_side(side: str) -> str:
     return "left" if side == "right" else "right"
 
 
-def write_half_dataset(data: Path, subject: str, out: Path, side: str, gap_mm: float) -> Path:
-    """A BIDS copy of ``sub-SUBJECT``'s images of ``data`` with only ``side`` kept (0 elsewhere);
-    the top-level files come along, derivatives (the masks) do not.  Returns ``out``."""
+#: What the half datasets hold beyond the kept side.
+OTHER_SIDE = ("zero", "mirror")
+
+
+def mirrored(values: np.ndarray, affine: np.ndarray, side: str, gap_mm: float) -> np.ndarray:
+    """``values`` (X, Y, Z) with every voxel short of the kept ``side`` replaced by the value
+    at its mirror image across the plane where that side begins (world x = ±``gap_mm``),
+    linearly interpolated (0 beyond the image); the dtype is kept (integers rounded)."""
+    from scipy import ndimage
+
+    if values.ndim != 3:
+        raise SystemExit(f"--other-side mirror takes 3-D images, got shape {values.shape}")
+    sign = SIDES[side]
+    out = np.array(values, copy=True)
+    short = ~side_of(world_x(values.shape, affine), side, gap_mm)
+    ijk = np.vstack([np.asarray(short.nonzero(), dtype=float), np.ones(int(short.sum()))])
+    world = affine @ ijk
+    world[0] = 2 * sign * gap_mm - world[0]  # sign·x' = 2·gap − sign·x: on the kept side
+    source = np.linalg.inv(affine) @ world
+    sampled = ndimage.map_coordinates(np.asarray(values, dtype=np.float32), source[:3], order=1,
+                                      cval=0.0)
+    if np.issubdtype(out.dtype, np.integer):
+        sampled = np.rint(sampled)
+    out[short] = sampled.astype(out.dtype)
+    return out
+
+
+def write_half_dataset(data: Path, subject: str, out: Path, side: str, gap_mm: float,
+                       other_side: str = "zero") -> Path:
+    """A BIDS copy of ``sub-SUBJECT``'s images of ``data`` with only ``side`` kept (0 elsewhere,
+    or its mirror image with ``other_side="mirror"``, :func:`mirrored`); the top-level files
+    come along, derivatives (the masks) do not.  Returns ``out``."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -97,7 +133,10 @@ def write_half_dataset(data: Path, subject: str, out: Path, side: str, gap_mm: f
         if path.name.endswith((".nii", ".nii.gz")):
             image = nib.load(str(path))
             values = np.asanyarray(image.dataobj).copy()
-            values[~side_of(world_x(values.shape, image.affine), side, gap_mm)] = 0
+            if other_side == "mirror":
+                values = mirrored(values, image.affine, side, gap_mm)
+            else:
+                values[~side_of(world_x(values.shape, image.affine), side, gap_mm)] = 0
             nib.save(nib.Nifti1Image(values, image.affine, image.header), str(target))
         else:
             shutil.copy(path, target)
@@ -200,6 +239,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="average every prediction with the intensity model's posterior "
                              "(fitted on the whole subject, no label), as the participant level "
                              "does by default, or score the networks alone")
+    parser.add_argument("--other-side", choices=OTHER_SIDE, default="zero",
+                        help="what the half datasets hold beyond the kept side: 0, or the kept "
+                             "side's mirror image (a whole brain for the teacher's template fit)")
+    parser.add_argument("--teacher-intensity-model", choices=INTENSITY_MODEL_MODES,
+                        default="off",
+                        help="bids_mdpp adapt --intensity-model: the base model's map alone "
+                             "(adapt's default) or averaged with the intensity model")
+    parser.add_argument("--base-subsets", nargs="*", default=[], metavar="SUBSET",
+                        help="bids_mdpp adapt --base-subsets: inputs of exactly these contrasts "
+                             "keep the base weights in each fold's model (the shipped model: T1w)")
     parser.add_argument("--reuse-adapted", action="store_true",
                         help="score the models an earlier run adapted in --work instead of "
                              "adapting again (their adapt command is then not recorded)")
@@ -216,9 +265,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     from bids_mdpp import __version__
     from bids_mdpp.calibration import subsets_of
+    from bids_mdpp.atlas_priors import session_priors
     from bids_mdpp.contrasts import subset_name
-    from bids_mdpp.atlas_priors import priors_on_grid
-    from bids_mdpp.contrasts import choose_reference
     from bids_mdpp.inference import Predictor
     from bids_mdpp.intensity_model import combine, lesion_posterior
     from bids_mdpp.model import WEIGHTS_NAME, load_model, sha256_of
@@ -233,7 +281,7 @@ def main(argv=None) -> int:
     models = {}
     for side in SIDES:
         half = write_half_dataset(args.data, args.subject, args.work / f"keep-{side}", side,
-                                  args.gap_mm)
+                                  args.gap_mm, args.other_side)
         out = args.work / f"adapted-keep-{side}"
         if args.reuse_adapted:
             if not (out / "model_card.json").is_file():
@@ -247,7 +295,9 @@ def main(argv=None) -> int:
                    str(args.model), "-w", str(args.work / f"adapt-work-{side}"), "--epochs",
                    str(args.epochs), "--steps-per-epoch", str(args.steps_per_epoch), "--seed",
                    str(args.seed), "--agreement-sessions", "0", "--flair-subsets",
-                   args.flair_subsets, "--omp-nthreads", str(args.nprocs)]
+                   args.flair_subsets, "--intensity-model", args.teacher_intensity_model,
+                   *(a for name in args.base_subsets for a in ("--base-subsets", name)),
+                   "--omp-nthreads", str(args.nprocs)]
         seconds = real_scans.run_command(command, args.work / f"adapt-keep-{side}.log")
         print(f"adapted on the {side} hemisphere in {seconds:.0f} s", flush=True)
         models[side] = (load_model(out, device="cpu"), shlex.join(command), round(seconds, 1))
@@ -274,13 +324,13 @@ def main(argv=None) -> int:
     present = [c for c in base.card.contrasts if c in volumes]
     priors = None
     if args.intensity_model == "combine":
-        reference = prepared.images[choose_reference(tuple(prepared.images))]
-        priors = priors_on_grid(nib.load(str(reference)), brain_img, name=reference,
+        priors = session_priors(prepared.images, prepared.brain_mask,
                                 cache_dir=args.work / "templates")
     base_predictor = Predictor(base, num_threads=args.nprocs)
     predictors = {side: Predictor(m, num_threads=args.nprocs) for side, (m, _, _) in models.items()}
-    folds = {side: {"adapt_command": command, "adapt_wall_seconds": seconds, "subsets": {}}
-             for side, (_, command, seconds) in models.items()}
+    folds = {side: {"adapt_command": command, "adapt_wall_seconds": seconds,
+                    "anchor_subsets": list(model.anchor_subsets), "subsets": {}}
+             for side, (model, command, seconds) in models.items()}
     for subset in subsets_of(present, "all"):
         name = subset_name(subset)
         inputs = {c: volumes[c] for c in subset}
@@ -312,7 +362,8 @@ def main(argv=None) -> int:
         "base_model": str(args.model), "base_sha256": sha256_of(args.model / WEIGHTS_NAME),
         "data": str(args.data), "labels": str(args.labels), "subject": args.subject,
         "gap_mm": args.gap_mm, "flair_subsets": args.flair_subsets,
-        "intensity_model": args.intensity_model,
+        "intensity_model": args.intensity_model, "other_side": args.other_side,
+        "teacher_intensity_model": None if args.reuse_adapted else args.teacher_intensity_model,
         "folds": {f"adapted_on_{side}": fold for side, fold in folds.items()},
         "mean": mean_over_folds(folds),
         "bids_mdpp": __version__,

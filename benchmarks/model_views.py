@@ -191,8 +191,8 @@ def main(argv=None) -> int:
 
     from bids_mdpp import __version__
     from bids_mdpp.calibration import subsets_of
-    from bids_mdpp.atlas_priors import priors_on_grid
-    from bids_mdpp.contrasts import choose_reference, subset_name
+    from bids_mdpp.atlas_priors import session_priors
+    from bids_mdpp.contrasts import subset_name
     from bids_mdpp.intensity_model import combine, lesion_posterior
     from bids_mdpp.inference import Predictor
     from bids_mdpp.model import WEIGHTS_NAME, load_model, sha256_of
@@ -218,8 +218,7 @@ def main(argv=None) -> int:
         present = [c for c in card.contrasts if c in volumes]
         priors = None
         if args.intensity_model == "combine":
-            reference = prepared.images[choose_reference(tuple(prepared.images))]
-            priors = priors_on_grid(nib.load(str(reference)), brain_img, name=reference,
+            priors = session_priors(prepared.images, prepared.brain_mask,
                                     cache_dir=args.work / "templates")
         saved = None
         if args.save_probabilities is not None:

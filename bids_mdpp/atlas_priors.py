@@ -19,6 +19,7 @@ spread rather than cut.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -99,6 +100,23 @@ def priors_on_grid(reference: nib.spatialimages.SpatialImage,
     t1, mask = nilearn_files(1, cache_dir)
     to_subject = fit_brain_to_template(reference, brain_mask, t1, mask, name=name)
     return carry_priors(brain_mask, to_subject.GetInverse())
+
+
+def session_priors(images: Mapping[str, str | Path], brain_mask: str | Path, *,
+                   cache_dir: Path | None = None) -> AtlasPriors:
+    """The priors of one preprocessed session on its model grid.
+
+    ``images`` maps contrast → brain-only image on the model grid (the preprocessing's
+    outputs); the template is fitted to the registration reference among them
+    (:func:`bids_mdpp.contrasts.choose_reference`), ``brain_mask`` is the session's mask on the
+    same grid.  Raises :class:`~bids_mdpp.errors.InputDataError` naming the reference image
+    when the fit fails.
+    """
+    from bids_mdpp.contrasts import choose_reference
+
+    reference = Path(images[choose_reference(tuple(images))])
+    return priors_on_grid(nib.load(str(reference)), nib.load(str(brain_mask)), name=reference,
+                          cache_dir=cache_dir)
 
 
 def carry_priors(grid: nib.spatialimages.SpatialImage, grid_to_template) -> AtlasPriors:

@@ -83,3 +83,14 @@ def subset_name(contrasts: Iterable[str]) -> str:
     """A stable, readable name of a subset, e.g. ``"T1w+FLAIR"`` in canonical order."""
     present = set(contrasts)
     return "+".join(c for c in CONTRASTS if c in present)
+
+
+def and_those_alone(subsets: Iterable[str]) -> str:
+    """The clause for inputs that also use a model's anchor weights, after "inputs with
+    FLAIR": ``", and those of T1w alone,"`` for ``["T1w"]``; ``""`` for none.
+
+    >>> and_those_alone(["T1w", "T1w+T2w"])
+    ', and those of T1w or T1w + T2w alone,'
+    """
+    names = [s.replace("+", " + ") for s in subsets]
+    return f", and those of {' or '.join(names)} alone," if names else ""

@@ -189,6 +189,7 @@ class Predictor:
         self.recalibrate = recalibrate
         self.network = self._ready(loaded_model.network)
         self.anchor_contrast = loaded_model.anchor_contrast
+        self.anchor_subsets = loaded_model.anchor_subsets
         self.anchor_network = (None if loaded_model.anchor_network is None
                                else self._ready(loaded_model.anchor_network))
         depth = len(self.card.network_config.down_blocks)
@@ -205,8 +206,9 @@ class Predictor:
 
     def network_for(self, contrasts: Iterable[str]) -> torch.nn.Module:
         """The network an input of exactly ``contrasts`` runs through (the anchor network for
-        the inputs that include the card's anchor contrast)."""
-        return pick_network(self.network, self.anchor_network, self.anchor_contrast, contrasts)
+        the inputs that include the card's anchor contrast or are one of its anchor subsets)."""
+        return pick_network(self.network, self.anchor_network, self.anchor_contrast, contrasts,
+                            self.anchor_subsets)
 
     def code_for(self, contrasts: Iterable[str]) -> tuple[int, ...]:
         """The modality code of the available ``contrasts`` in the model's order."""

@@ -20,13 +20,17 @@ constraint (lesions there may be dark or enhancing); its lesion mean starts dark
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from bids_mdpp.atlas_priors import AtlasPriors
 from bids_mdpp.config import INTENSITY_MODEL_MODES
+
+LOGGER = logging.getLogger("bids_mdpp")
 
 #: Expectation–maximisation rounds.
 ITERATIONS = 25
@@ -193,6 +197,31 @@ def combine(network_probability: np.ndarray, posterior: np.ndarray) -> np.ndarra
     """
     return ((np.asarray(network_probability, np.float32) + np.asarray(posterior, np.float32))
             / 2.0).astype(np.float32)
+
+
+def combine_for_session(preproc, volumes: Mapping[str, np.ndarray], brain: np.ndarray,
+                        network_probability: np.ndarray, *, cache_dir: Path | None
+                        ) -> tuple[np.ndarray, dict]:
+    """The network's probability averaged with the intensity model's posterior for one
+    preprocessed session, and the sidecar's ``IntensityModel`` entry.
+
+    ``preproc`` has ``images`` (contrast → image on the model grid) and ``brain_mask`` (path);
+    ``volumes`` are those images' arrays, ``brain`` the mask's, ``network_probability`` the
+    network's map, all ``(X, Y, Z)``.  The template fit that carries the atlas priors can fail
+    on an unusual brain, and the mixture needs voxels that every contrast imaged; otherwise the
+    network's probability is returned alone, with a warning and the reason in the entry
+    (``Skipped``).  nilearn's template is written once into ``cache_dir``.
+    """
+    from bids_mdpp.atlas_priors import session_priors
+    from bids_mdpp.errors import InputDataError
+
+    try:
+        priors = session_priors(preproc.images, preproc.brain_mask, cache_dir=cache_dir)
+        posterior = lesion_posterior(volumes, brain, priors)
+    except (InputDataError, ValueError) as exc:
+        LOGGER.warning("intensity model skipped, the network's probability is kept alone: %s", exc)
+        return network_probability, {"Mode": "off", "Skipped": str(exc)}
+    return combine(network_probability, posterior), describe("combine")
 
 
 def describe(mode: str) -> dict:

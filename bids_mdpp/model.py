@@ -13,8 +13,9 @@ A model directory holds two files (three for a model adapted with ``bids_mdpp ad
     ``torch.load(..., weights_only=True)`` (no code is ever unpickled).
 ``anchor.pt`` (only when the card has an ``anchor``)
     A second state dict of the same network, used for every input that includes the card's
-    ``anchor.contrast``: an adapted model keeps its base model's weights there, so the subsets
-    with FLAIR are segmented exactly as the base model segments them.
+    ``anchor.contrast`` and for the inputs of exactly one of the card's ``anchor.subsets``: an
+    adapted model keeps its base model's weights there, so the subsets with FLAIR (and any the
+    adaptation was chosen not to change) are segmented exactly as the base model segments them.
 
 API::
 
@@ -102,7 +103,9 @@ class ModelCard:
     anchor : dict
         ``{}`` (one set of weights, ``model.pt``), or ``contrast``, ``weights`` (a file name in
         the model directory) and its ``sha256``: every input that includes ``contrast`` is
-        segmented with those weights instead of ``model.pt`` (:func:`save_model` fills it in).
+        segmented with those weights instead of ``model.pt`` (:func:`save_model` fills it in);
+        the optional ``subsets`` (names such as ``"T1w"``, without ``contrast``) are inputs
+        of exactly those contrasts that use them too.
     """
 
     name: str
@@ -195,6 +198,20 @@ class ModelCard:
         if not (isinstance(digest, str) and len(digest) == 64
                 and all(c in "0123456789abcdef" for c in digest)):
             raise ValueError(f"anchor sha256 must be 64 lower-case hex digits, got {digest!r}")
+        subsets = self.anchor.get("subsets", [])
+        if not isinstance(subsets, (list, tuple)):
+            raise ValueError(f"anchor subsets must be a list of subset names, got {subsets!r}")
+        for name in subsets:
+            parts = name.split("+") if isinstance(name, str) else []
+            if not parts or any(p not in self.contrasts for p in parts) or subset_name(parts) != name:
+                raise ValueError(
+                    f"anchor subsets entry {name!r} is not a subset of "
+                    f"{', '.join(self.contrasts)} written as in 'T1w+T2w' (canonical order, "
+                    "joined by '+')")
+            if self.anchor["contrast"] in parts:
+                raise ValueError(f"anchor subsets entry {name!r} includes "
+                                 f"{self.anchor['contrast']}, whose inputs use the anchor "
+                                 "weights already")
 
     def threshold_for(self, contrasts) -> float:
         """The threshold for an input of exactly ``contrasts`` (any order): its calibrated
@@ -266,7 +283,8 @@ class LoadedModel:
     """A model ready for inference: the network in eval mode, its card, where it came from.
 
     ``sha256`` is that of ``model.pt``; ``anchor_network`` (the card's anchor weights) segments
-    every input that includes ``anchor_contrast`` (both None when the card has no anchor).
+    every input that includes ``anchor_contrast`` (both None when the card has no anchor) and
+    the inputs of exactly one of ``anchor_subsets`` (subset names).
     """
 
     network: FCDenseNet
@@ -275,20 +293,28 @@ class LoadedModel:
     sha256: str
     anchor_network: FCDenseNet | None = None
     anchor_contrast: str | None = None
+    anchor_subsets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.anchor_network is None) != (self.anchor_contrast is None):
             raise ValueError("anchor_network and anchor_contrast go together")
+        if self.anchor_subsets and self.anchor_network is None:
+            raise ValueError("anchor_subsets need an anchor_network")
 
     def network_for(self, contrasts) -> FCDenseNet:
         """The network an input of exactly ``contrasts`` (names) is segmented with."""
-        return pick_network(self.network, self.anchor_network, self.anchor_contrast, contrasts)
+        return pick_network(self.network, self.anchor_network, self.anchor_contrast, contrasts,
+                            self.anchor_subsets)
 
 
-def pick_network(network, anchor_network, anchor_contrast: str | None, contrasts):
-    """``anchor_network`` for an input whose ``contrasts`` include ``anchor_contrast`` (when
-    there is one), else ``network``: the one routing rule of a model with anchor weights."""
-    if anchor_network is not None and anchor_contrast in tuple(contrasts):
+def pick_network(network, anchor_network, anchor_contrast: str | None, contrasts,
+                 anchor_subsets=()):
+    """``anchor_network`` for an input whose ``contrasts`` include ``anchor_contrast`` or are
+    exactly one of ``anchor_subsets`` (subset names; when there is an anchor), else
+    ``network``: the one routing rule of a model with anchor weights."""
+    contrasts = tuple(contrasts)
+    if anchor_network is not None and (anchor_contrast in contrasts
+                                       or subset_name(contrasts) in tuple(anchor_subsets)):
         return anchor_network
     return network
 
@@ -302,13 +328,16 @@ def software_versions() -> dict[str, str]:
 
 
 def save_model(directory: os.PathLike | str, network: FCDenseNet, card: ModelCard,
-               anchor: tuple[str, FCDenseNet | Path] | None = None) -> Path:
+               anchor: tuple[str, FCDenseNet | Path] | None = None,
+               anchor_subsets: tuple[str, ...] = ()) -> Path:
     """Write ``model.pt`` and ``model_card.json`` into ``directory`` (atomically); returns it.
 
     ``anchor``: ``(contrast, network)`` whose weights segment every input that includes
     ``contrast``, or ``(contrast, path)`` of a weights file of this network to copy byte for
     byte (its sha256 is kept: a base model's ``model.pt``); they are written to ``anchor.pt``
-    and the card's ``anchor`` is set to match.  Without one the card's ``anchor`` is emptied,
+    and the card's ``anchor`` is set to match, with ``anchor_subsets`` (subset names without
+    ``contrast``: inputs of exactly those contrasts use them too; the card checks them).
+    Without one the card's ``anchor`` is emptied,
     whatever the given card held, and a stale ``anchor.pt`` is removed.  ``created`` and
     ``software`` are filled in when the card leaves them empty.  The networks' configuration
     must be the card's (``ValueError`` otherwise).
@@ -339,8 +368,9 @@ def save_model(directory: os.PathLike | str, network: FCDenseNet, card: ModelCar
                 shutil.copyfile(source, tmp)
         else:
             _write_weights(source, path)
-        card = dataclasses.replace(card, anchor={"contrast": contrast, "weights": path.name,
-                                                 "sha256": sha256_of(path)})
+        card = dataclasses.replace(card, anchor={
+            "contrast": contrast, "weights": path.name, "sha256": sha256_of(path),
+            **({"subsets": sorted(anchor_subsets)} if anchor_subsets else {})})
     _write_weights(network, directory / WEIGHTS_NAME)
     write_json(card.to_dict(), directory / CARD_NAME)
     return directory
@@ -448,7 +478,8 @@ def load_model(path: os.PathLike | str, device: str | torch.device = "cpu") -> L
         anchor_network = _read_network(card, anchor_path, device)
     return LoadedModel(network=network, card=card, directory=path.resolve(),
                        sha256=sha256_of(weights_path), anchor_network=anchor_network,
-                       anchor_contrast=anchor_contrast)
+                       anchor_contrast=anchor_contrast,
+                       anchor_subsets=tuple(card.anchor.get("subsets", ())))
 
 
 def _read_network(card: ModelCard, weights_path: Path, device) -> FCDenseNet:

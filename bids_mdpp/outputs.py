@@ -378,9 +378,10 @@ def provenance(inputs: SessionInputs, preproc: PreprocResult, model_card: Mappin
 
 def model_provenance(card: Mapping, model_sha256: str) -> dict:
     """The ``Model`` entry of a sidecar: name, version, mode, sha256 and, for a model made by
-    ``bids_mdpp adapt``, ``AdaptedFrom`` (the base model) and ``AdaptedOn`` (dataset, sessions);
-    for a model with anchor weights, ``AnchorWeights`` (the contrast whose inputs use them, and
-    their sha256)."""
+    ``bids_mdpp adapt``, ``AdaptedFrom`` (the base model) and ``AdaptedOn`` (dataset, sessions;
+    ``TeacherIntensityModel`` when the teacher's map was combined with the intensity model);
+    for a model with anchor weights, ``AnchorWeights`` (the contrast whose inputs use them,
+    the other inputs that do, ``Subsets``, when there are any, and their sha256)."""
     model = {"Name": card.get("name"), "Version": card.get("version"), "Mode": card.get("mode"),
              "SHA256": model_sha256}
     adaptation = (card.get("training") or {}).get("adaptation")
@@ -392,9 +393,14 @@ def model_provenance(card: Mapping, model_sha256: str) -> dict:
             "Dataset": adaptation.get("dataset"),
             "Sessions": [s.get("session") for s in adaptation.get("sessions") or []],
             "LabelsUsed": bool(adaptation.get("labels_used", False))}
+        teacher = (adaptation.get("teacher_intensity_model") or {}).get("mode", "off")
+        if teacher != "off":
+            model["AdaptedOn"]["TeacherIntensityModel"] = teacher
     anchor = card.get("anchor")
     if isinstance(anchor, dict) and anchor:
         model["AnchorWeights"] = {"Contrast": anchor.get("contrast"),
+                                  **({"Subsets": list(anchor["subsets"])}
+                                     if anchor.get("subsets") else {}),
                                   "SHA256": anchor.get("sha256")}
     return model
 

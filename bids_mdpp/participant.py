@@ -119,38 +119,13 @@ def accuracy_caution(card, contrasts, intensity_model: str = "off") -> str | Non
             f"labelled scans with these contrasts (bids_mdpp train)")
 
 
-def intensity_model_probability(preproc, volumes, brain, network_probability, *, cache_dir):
-    """The network's probability averaged with the intensity model's posterior, and the
-    sidecar's ``IntensityModel`` entry.
-
-    The template fit that carries the atlas priors can fail on an unusual brain, and the
-    mixture needs voxels that every contrast imaged; otherwise the network's probability is
-    kept alone, with a warning and the reason in the entry.  nilearn's
-    template is written once into ``cache_dir`` (inside the work directory).
-    """
-    import nibabel as nib
-
-    from bids_mdpp.atlas_priors import priors_on_grid
-    from bids_mdpp.errors import InputDataError
-    from bids_mdpp.intensity_model import combine, describe, lesion_posterior
-
-    reference = preproc.images[preproc.reference]
-    try:
-        priors = priors_on_grid(nib.load(str(reference)), nib.load(str(preproc.brain_mask)),
-                                name=reference, cache_dir=cache_dir)
-        posterior = lesion_posterior(volumes, brain, priors)
-    except (InputDataError, ValueError) as exc:
-        LOGGER.warning("intensity model skipped, the network's probability is kept alone: %s", exc)
-        return network_probability, {"Mode": "off", "Skipped": str(exc)}
-    return combine(network_probability, posterior), describe("combine")
-
-
 def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor):
     """Segment one participant/session and write its derivatives; returns a SessionReport."""
     import nibabel as nib
     import numpy as np
 
     from bids_mdpp.imageio import load_image
+    from bids_mdpp.intensity_model import combine_for_session
     from bids_mdpp.outputs import write_session_outputs
     from bids_mdpp.reports.participant import SessionReport
     from bids_mdpp.workflows.preproc import boilerplate, run_preprocessing, to_native
@@ -178,7 +153,7 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
     inference = {**predictor.settings, "IntensityModel": {"Mode": "off"}}
     if config.intensity_model != "off":
         started = time.perf_counter()
-        probability, inference["IntensityModel"] = intensity_model_probability(
+        probability, inference["IntensityModel"] = combine_for_session(
             preproc, volumes, brain, probability,
             cache_dir=config.effective_work_dir / "templates")
         if "Skipped" in inference["IntensityModel"]:

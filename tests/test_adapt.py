@@ -20,6 +20,9 @@ from bids_mdpp import __version__
 from bids_mdpp.cli import main
 
 #: A few seconds of adaptation (the learning rate is high so that the tiny case moves).
+#: The network teaches alone (adapt's default; the phantoms' anatomy is nothing like the
+#: template's, so the intensity model's priors would mean nothing here: the averaged teacher is
+#: tested on its own).
 QUICK = ("--epochs", "2", "--steps-per-epoch", "8", "--batch-size", "4", "--crop", "32",
          "--lr", "3e-4", "--omp-nthreads", "1", "--precision", "fp32")
 #: The guard's tolerance on the tiny case: every subset with FLAIR keeps at least this DSC
@@ -87,7 +90,7 @@ def test_help_lists_the_options_without_importing_torch():
     for option in ("--model", "--work-dir", "--participant-label", "--session-label",
                    "--bids-filter-file", "--nprocs", "--omp-nthreads", "--epochs",
                    "--steps-per-epoch", "--seed", "--resume", "--confidence", "--targets",
-                   "--lesion-share",
+                   "--lesion-share", "--intensity-model", "--base-subsets",
                    "--device",
                    "No label is read"):
         assert option in result.stdout, option
@@ -103,8 +106,8 @@ def test_adapt_reads_no_label_keeps_flair_and_records_it(base_model, cohort, wor
     out = tmp_path / "adapted"
     OPENED.recording = True
     try:
-        status, err = run_cli(["adapt", bids, out, "--model", base_model, "-w", work, *QUICK],
-                              capsys)
+        status, err = run_cli(["adapt", bids, out, "--model", base_model, "-w", work, *QUICK,
+                               "--base-subsets", "T1w"], capsys)
     finally:
         OPENED.recording = False
     assert status == 0, err
@@ -123,13 +126,15 @@ def test_adapt_reads_no_label_keeps_flair_and_records_it(base_model, cohort, wor
     assert sorted(inputs) == ["FLAIR", "T1w", "T2w"]
     assert inputs["FLAIR"]["sha256"] == sha256_of(bids / inputs["FLAIR"]["file"])
     assert {s["session"] for s in adaptation["skipped"]} == {"sub-02", "sub-03"}
-    assert adaptation["subsets_adapted"] == ["T1w", "T1w+T2w", "T2w"]
-    assert sorted(adaptation["subsets_anchored"]) == ["FLAIR", "FLAIR+T2w", "T1w+FLAIR",
+    assert adaptation["subsets_adapted"] == ["T1w+T2w", "T2w"]
+    assert sorted(adaptation["subsets_anchored"]) == ["FLAIR", "FLAIR+T2w", "T1w", "T1w+FLAIR",
                                                       "T1w+FLAIR+T2w"]
     assert adaptation["steps"] == 16 and adaptation["epochs"] == 2
     assert adaptation["seconds"] > 0 and adaptation["peak_rss_gb"] > 0
     assert adaptation["command_line"].startswith("bids_mdpp adapt")
     assert adaptation["lesion_share"] is None and adaptation["targets"] == "mask"
+    assert adaptation["teacher_intensity_model"] == {"mode": "off", "skipped": {}}
+    assert adaptation["teacher"].endswith("(three orientations fused)")
     base_loss = json.loads((base_model / "model_card.json").read_text())["training"]["loss"]
     assert adaptation["mask_loss"] == {"focal_gamma": float(base_loss["focal_gamma"]),
                                        "focal_alpha": float(base_loss["focal_alpha"])}
@@ -146,15 +151,17 @@ def test_adapt_reads_no_label_keeps_flair_and_records_it(base_model, cohort, wor
     assert sorted(p.name for p in out.iterdir()) == ["adaptation", "anchor.pt", "model.pt",
                                                      "model_card.json"]
     assert card.anchor == {"contrast": "FLAIR", "weights": "anchor.pt",  # a byte copy of the base
-                           "sha256": sha256_of(base_model / "model.pt")}
+                           "sha256": sha256_of(base_model / "model.pt"), "subsets": ["T1w"]}
     assert adaptation["flair_subsets"] == "the base model's weights (anchor.pt)"
     assert card.description.startswith(
         f"base {__version__} adapted with bids_mdpp adapt on 1 unlabelled session(s) of tiny "
         "training set "
-        "(no label read; inputs with FLAIR keep the base model's weights). Base model: ")
+        "(no label read; inputs with FLAIR, and those of T1w alone, keep the base model's "
+        "weights). Base model: ")
     base_network = load_model(base_model).network
     assert loaded.network_for(["T1w", "FLAIR"]) is loaded.anchor_network
     assert loaded.network_for(["T1w", "T2w"]) is loaded.network
+    assert loaded.network_for(["T1w"]) is loaded.anchor_network  # --base-subsets T1w
     assert all(torch.equal(a, b) for a, b in zip(loaded.anchor_network.state_dict().values(),
                                                  base_network.state_dict().values()))
     assert not all(torch.equal(a, b) for a, b in zip(loaded.network.state_dict().values(),
@@ -172,11 +179,11 @@ def test_adapt_reads_no_label_keeps_flair_and_records_it(base_model, cohort, wor
     assert sidecar["Model"]["AdaptedFrom"]["SHA256"] == adaptation["base_model"]["sha256"]
     assert sidecar["Model"]["AdaptedOn"] == {"Dataset": "tiny training set",
                                              "Sessions": ["sub-01"], "LabelsUsed": False}
-    assert sidecar["Model"]["AnchorWeights"] == {"Contrast": "FLAIR",
+    assert sidecar["Model"]["AnchorWeights"] == {"Contrast": "FLAIR", "Subsets": ["T1w"],
                                                  "SHA256": card.anchor["sha256"]}
     report = (participant_out / "sub-01.html").read_text()
     assert "adapted with bids_mdpp adapt from base" in report
-    assert "inputs with FLAIR use the base model" in report
+    assert "inputs with FLAIR, and those of T1w alone, use the base model" in report
     assert "unlabelled session(s) of tiny training set" in report
 
 
@@ -237,6 +244,10 @@ def _bad_model(tmp_path):
     ("confidence", 64, ["--confidence"]),
     ("lesion_share", 64, ["--lesion-share"]),
     ("mask_with_share", 64, ["--lesion-share", "--targets mask"]),
+    ("intensity_model", 64, ["--intensity-model", "'both'"]),
+    ("base_subsets_flair", 64, ["--base-subsets 'T1w+FLAIR' includes FLAIR"]),
+    ("base_subsets_unknown", 64, ["--base-subsets 'PDw' is not a subset", "T1w, FLAIR, T2w"]),
+    ("base_subsets_adapted", 64, ["--base-subsets", "needs --flair-subsets base"]),
 ])
 def test_bad_input_fails_clearly(case, code, messages, base_model, tmp_path, capsys):
     subjects = {"01": ("T1w", "T2w"), "02": ("T2w",)} if case == "no_flair" else \
@@ -248,12 +259,83 @@ def test_bad_input_fails_clearly(case, code, messages, base_model, tmp_path, cap
         case, base_model)
     extra = {"confidence": ["--confidence", "0.4"],
              "lesion_share": ["--lesion-share", "1"],
-             "mask_with_share": ["--targets", "mask", "--lesion-share", "0.5"]}.get(case, [])
+             "mask_with_share": ["--targets", "mask", "--lesion-share", "0.5"],
+             "intensity_model": ["--intensity-model", "both"],
+             "base_subsets_flair": ["--base-subsets", "T1w+FLAIR"],
+             "base_subsets_unknown": ["--base-subsets", "PDw"],
+             "base_subsets_adapted": ["--base-subsets", "T1w", "--flair-subsets", "adapted"],
+             }.get(case, [])
     status, err = run_cli(["adapt", bids, tmp_path / "out", "--model", model, *QUICK, *extra],
                           capsys)
     assert status == code, err
     for message in messages:
         assert message in err
+
+
+def test_the_teacher_averages_the_network_with_the_intensity_model(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import nibabel as nib
+    import numpy as np
+
+    import bids_mdpp.atlas_priors as atlas_priors
+    import bids_mdpp.intensity_model as intensity_model
+    from bids_mdpp.adapt.sessions import TEACHER_NAME, teacher_cache
+    from bids_mdpp.errors import InputDataError
+
+    shape = (12, 12, 12)
+    blob = np.zeros(shape, bool)
+    blob[4:8, 4:8, 4:8] = True
+    paths = {}
+    for name in ("T1w", "FLAIR", "brain"):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        data = np.ones(shape, np.uint8) if name == "brain" else np.random.default_rng(0).normal(
+            size=shape).astype(np.float32)
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(paths[name]))
+    preproc = SimpleNamespace(images={"T1w": paths["T1w"], "FLAIR": paths["FLAIR"]},
+                              brain_mask=paths["brain"])
+    card = SimpleNamespace(contrasts=("T1w", "FLAIR", "T2w"), threshold_for=lambda c: 0.5)
+    base = SimpleNamespace(card=card, sha256="0" * 64)
+    network = SimpleNamespace(predict=lambda volumes, brain: np.full(shape, 0.4, np.float32))
+    seen = []
+
+    def posterior(volumes, brain, priors):
+        seen.append((sorted(volumes), priors))
+        return np.where(blob, 1.0, 0.0).astype(np.float32)
+
+    monkeypatch.setattr(atlas_priors, "session_priors", lambda images, mask, cache_dir: "priors")
+    monkeypatch.setattr(intensity_model, "lesion_posterior", posterior)
+    folder = tmp_path / "adapt" / "sub-01"
+
+    def teach(mode, predictor=network):
+        cache, entry = teacher_cache("sub-01", "01", preproc, base, predictor, folder,
+                                     intensity_model=mode, templates_dir=tmp_path)
+        return cache, entry, np.load(folder / TEACHER_NAME).astype(np.float32)
+
+    cache, entry, teacher = teach("combine")
+    assert seen == [(["FLAIR", "T1w"], "priors")] and entry["Mode"] == "combine"
+    assert np.allclose(teacher[blob], 0.7, atol=1e-3) and np.allclose(teacher[~blob], 0.2, atol=1e-3)
+    assert np.array_equal(np.load(folder / "label.npy") > 0, blob)  # 0.7 ≥ 0.5 > 0.2
+    assert cache.lesion_slices
+
+    # cached: neither model runs again, and the entry comes back with the map
+    broken = SimpleNamespace(predict=lambda volumes, brain: pytest.fail("predicted again"))
+    assert teach("combine", broken)[1] == entry and len(seen) == 1
+
+    # the network alone is another teacher: recomputed, and its 0.4 is no lesion
+    cache, entry, teacher = teach("off")
+    assert entry == {"Mode": "off"} and np.allclose(teacher, 0.4, atol=1e-3)
+    assert not (np.load(folder / "label.npy") > 0).any() and len(seen) == 1
+
+    # a template fit that fails leaves the network's map, with the reason
+    def failing(images, mask, cache_dir):
+        raise InputDataError(images["FLAIR"], "registration to the template failed")
+
+    monkeypatch.setattr(atlas_priors, "session_priors", failing)
+    (folder / "cache.json").unlink()
+    _, entry, teacher = teach("combine")
+    assert entry["Mode"] == "off" and "registration to the template failed" in entry["Skipped"]
+    assert np.allclose(teacher, 0.4, atol=1e-3)
 
 
 def test_inputs_without_flair_learn_only_from_confident_voxels():

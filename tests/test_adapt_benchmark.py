@@ -51,10 +51,12 @@ def test_the_adapt_options_are_passed_on(bench):
     args = bench.parse_args(["--targets", "mask", "--epochs", "2", "--nprocs", "2"])
     assert bench.adapt_options(args) == [
         "--epochs", "2", "--steps-per-epoch", "50", "--seed", "0", "--agreement-sessions", "1",
-        "--targets", "mask", "--nprocs", "2"]
+        "--targets", "mask", "--intensity-model", "off", "--nprocs", "2"]
     args = bench.parse_args(["--targets", "soft", "--confidence", "0.6", "--lesion-share", "0.1",
                              "--resume"])
     options = bench.adapt_options(args)
     assert options[options.index("--confidence") + 1] == "0.6"
     assert options[options.index("--lesion-share") + 1] == "0.1"
     assert options[-1] == "--resume" and options[options.index("--targets") + 1] == "soft"
+    options = bench.adapt_options(bench.parse_args(["--teacher-intensity-model", "combine"]))
+    assert options[options.index("--intensity-model") + 1] == "combine"

@@ -50,6 +50,32 @@ def test_a_half_dataset_keeps_one_side_of_the_images_and_no_mask(bench, tmp_path
         bench.write_half_dataset(data, "99", tmp_path / "none", "left", 4.0)
 
 
+def test_a_mirrored_half_is_a_whole_brain_made_of_the_kept_side_only(bench, tmp_path):
+    data = tmp_path / "data"
+    anat = data / "sub-26" / "anat"
+    anat.mkdir(parents=True)
+    (data / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    values = np.zeros((182, 2, 2), dtype=np.int16)
+    values[:, ...] = np.arange(182, dtype=np.int16)[:, None, None]  # value = voxel index i
+    values[150] = 999  # a "lesion" on the left (x = -60): it must not appear in the right copy
+    nib.save(nib.Nifti1Image(values, MNI_AFFINE), str(anat / "sub-26_T1w.nii.gz"))
+    out = bench.write_half_dataset(data, "26", tmp_path / "half", "right", 4.0, "mirror")
+    kept = np.asarray(nib.load(str(out / "sub-26" / "anat" / "sub-26_T1w.nii.gz")).dataobj)
+    assert kept.dtype == np.int16
+    assert np.array_equal(kept[:87], values[:87])  # the right side (x ≥ 4) as it was
+    # x' = 8 − x: voxel i (x = 90 − i) reads voxel 172 − i, always on the right side
+    i = np.arange(87, 173)
+    assert np.array_equal(kept[i, 0, 0], 172 - i)
+    assert not (kept[173:] != 0).any()  # mirrors beyond the image: 0
+    assert 999 not in kept
+    left = bench.write_half_dataset(data, "26", tmp_path / "left", "left", 4.0, "mirror")
+    kept = np.asarray(nib.load(str(left / "sub-26" / "anat" / "sub-26_T1w.nii.gz")).dataobj)
+    # x = 52 (i = 38) reads x' = −8 − 52 = −60, the lesion
+    assert np.array_equal(kept[94:], values[94:]) and kept[38, 0, 0] == 999
+    with pytest.raises(SystemExit, match="3-D"):
+        bench.mirrored(np.zeros((4, 4, 4, 2)), MNI_AFFINE, "left", 4.0)
+
+
 def test_region_scores_count_only_the_region(bench):
     label = np.zeros((20, 20, 20), bool)
     label[2:6, 2:6, 2:6] = True  # 64 voxels, on the "left" half

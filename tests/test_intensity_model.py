@@ -123,6 +123,27 @@ def test_the_lesion_atlas_ships_and_the_priors_carry_onto_a_grid():
     assert priors.tissue[2][peak] > 0.5
 
 
+def test_a_session_priors_come_from_its_registration_reference(tmp_path, monkeypatch):
+    import bids_mdpp.atlas_priors as atlas_priors
+
+    paths = {}
+    for name, value in (("T1w", 1.0), ("T2w", 2.0), ("brain", 1)):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(np.full((4, 4, 4), value, np.float32), np.eye(4)),
+                 str(paths[name]))
+    calls = []
+
+    def fit(reference, brain_mask, *, name, cache_dir):
+        calls.append((float(reference.get_fdata()[0, 0, 0]), brain_mask.shape, name, cache_dir))
+        return "priors"
+
+    monkeypatch.setattr(atlas_priors, "priors_on_grid", fit)
+    images = {"T1w": paths["T1w"], "T2w": paths["T2w"]}
+    assert atlas_priors.session_priors(images, paths["brain"], cache_dir=tmp_path) == "priors"
+    # T2w comes before T1w in the registration order: its image is the one fitted and named
+    assert calls == [(2.0, (4, 4, 4), paths["T2w"], tmp_path)]
+
+
 def test_fitting_on_every_kth_voxel_gives_the_same_map(monkeypatch):
     import bids_mdpp.intensity_model as intensity_model
 
@@ -138,7 +159,7 @@ def test_the_participant_level_combines_or_falls_back_to_the_network(tmp_path, m
 
     import bids_mdpp.atlas_priors as atlas_priors
     from bids_mdpp.errors import InputDataError
-    from bids_mdpp.participant import intensity_model_probability
+    from bids_mdpp.intensity_model import combine_for_session
 
     volumes, brain, blob, priors = phantom(("FLAIR",), {"FLAIR": 0.25})
     affine = np.eye(4)
@@ -151,7 +172,7 @@ def test_the_participant_level_combines_or_falls_back_to_the_network(tmp_path, m
     network = np.where(brain, 0.3, 0.0).astype(np.float32)
 
     monkeypatch.setattr(atlas_priors, "priors_on_grid", lambda *a, **k: priors)
-    combined, entry = intensity_model_probability(preproc, volumes, brain, network,
+    combined, entry = combine_for_session(preproc, volumes, brain, network,
                                                   cache_dir=tmp_path)
     assert entry["Mode"] == "combine" and "Skipped" not in entry
     assert dice(combined >= 0.5, blob) > 0.8  # 0.3 from the network, ~1 from the mixture
@@ -160,7 +181,7 @@ def test_the_participant_level_combines_or_falls_back_to_the_network(tmp_path, m
         raise InputDataError(name, "registration to the template failed")
 
     monkeypatch.setattr(atlas_priors, "priors_on_grid", failing_fit)
-    kept, entry = intensity_model_probability(preproc, volumes, brain, network, cache_dir=tmp_path)
+    kept, entry = combine_for_session(preproc, volumes, brain, network, cache_dir=tmp_path)
     assert kept is network
     assert entry["Mode"] == "off" and "FLAIR.nii.gz" in entry["Skipped"]
     assert "registration to the template failed" in entry["Skipped"]

@@ -80,6 +80,26 @@ def test_anchor_weights_round_trip_and_segment_the_inputs_with_their_contrast(tm
     assert plain.network_for(["FLAIR"]) is plain.network
 
 
+def test_anchor_subsets_route_exactly_those_inputs_to_the_anchor_weights(tmp_path):
+    card = make_card(contrasts=("T1w", "FLAIR", "T2w"), network={**TINY, "n_contrasts": 3,
+                                                                 "dynamic_head": True})
+    torch.manual_seed(1)
+    network, anchor = build_network(card.network), build_network(card.network)
+    directory = save_model(tmp_path / "anchored", network, card, anchor=("FLAIR", anchor),
+                           anchor_subsets=("T1w+T2w", "T1w"))
+    loaded = load_model(directory)
+    assert loaded.card.anchor["subsets"] == ["T1w", "T1w+T2w"]
+    assert loaded.anchor_subsets == ("T1w", "T1w+T2w")
+    assert loaded.network_for(["T1w"]) is loaded.anchor_network
+    assert loaded.network_for(["T2w", "T1w"]) is loaded.anchor_network  # any order
+    assert loaded.network_for(["FLAIR"]) is loaded.anchor_network
+    assert loaded.network_for(["T2w"]) is loaded.network
+    assert loaded.network_for(["T1w", "T2w", "FLAIR"]) is loaded.anchor_network
+    # no anchor, no subsets: whatever was asked, one set of weights
+    plain = load_model(save_model(tmp_path / "plain", network, loaded.card))
+    assert plain.card.anchor == {} and plain.network_for(["T1w"]) is plain.network
+
+
 def test_the_same_weights_give_the_same_bytes_and_a_weights_file_is_copied_as_is(tmp_path):
     torch.manual_seed(0)
     card = make_card()
@@ -115,6 +135,12 @@ def test_changed_or_missing_anchor_weights_are_named(tmp_path):
     ({"contrast": "FLAIR", "weights": "../x.pt", "sha256": "0" * 64}, "anchor weights must name"),
     ({"contrast": "FLAIR", "weights": "model.pt", "sha256": "0" * 64}, "anchor weights must name"),
     ({"contrast": "FLAIR", "weights": "anchor.pt", "sha256": "xyz"}, "64 lower-case hex"),
+    ({"contrast": "FLAIR", "weights": "anchor.pt", "sha256": "0" * 64, "subsets": "T1w"},
+     "anchor subsets must be a list"),
+    ({"contrast": "FLAIR", "weights": "anchor.pt", "sha256": "0" * 64, "subsets": ["T2w+T1w"]},
+     "anchor subsets entry 'T2w\\+T1w' is not a subset"),
+    ({"contrast": "FLAIR", "weights": "anchor.pt", "sha256": "0" * 64, "subsets": ["T1w+FLAIR"]},
+     "includes FLAIR, whose inputs use the anchor weights already"),
 ])
 def test_a_bad_anchor_in_the_card_is_named(model_dir, anchor, problem):
     card = json.loads((model_dir / "model_card.json").read_text())
@@ -252,8 +278,8 @@ def test_default_location_is_inside_the_package():
 def test_shipped_default_model_loads_and_says_what_it_was_trained_on():
     """The model in the package: the five contrasts of ModDrop++, the dynamic head, a few MB per
     weights file, and a card that names its (synthetic) training data, its adaptation to real
-    images without labels (the inputs with FLAIR keep the base model's weights) and the
-    real-scan evaluation."""
+    images without labels (the inputs with FLAIR, and T1w alone, keep the base model's weights)
+    and the real-scan evaluation."""
     directory = default_model_dir()
     loaded = load_model(directory)
     card = loaded.card
@@ -270,7 +296,13 @@ def test_shipped_default_model_loads_and_says_what_it_was_trained_on():
     assert set(card.metrics["real_scans"]["dsc"]) >= {"T1w+FLAIR+T2w+ceT1w", "FLAIR", "T1w+FLAIR"}
     held_out = card.metrics["views"]["mslub-cross-unseen-hemisphere"]
     assert held_out["kind"] == "real"
-    assert set(held_out["subsets"]) == set(adaptation["subsets_adapted"])
+    without_flair = {n for n in adaptation["subsets_adapted"] + adaptation["subsets_anchored"]
+                     if "FLAIR" not in n.split("+")}
+    assert set(held_out["subsets"]) == without_flair
+    # T1w alone was measured to lose by adaptation: it keeps the base weights too
+    assert card.anchor["subsets"] == ["T1w"] and "T1w" not in adaptation["subsets_adapted"]
+    assert loaded.network_for(["T1w"]) is loaded.anchor_network
+    assert loaded.network_for(["T1w", "T2w"]) is loaded.network
     assert card.metrics["views"]["synthetic-lesion-free"]["kind"] == "synthetic"
 
 

@@ -100,3 +100,11 @@ def test_an_adapted_model_is_described_with_its_base_and_its_anchor_weights():
     anchored = {**adapted, "AnchorWeights": {"Contrast": "FLAIR", "SHA256": "2" * 64}}
     text = methods_text(PREPROC, {**SUMMARY, "Model": anchored})
     assert "Inputs that include FLAIR were segmented with the base model's own weights." in text
+    assert "contrasts taught the same network" in text  # the network taught alone
+    both = {**anchored, "AnchorWeights": {**anchored["AnchorWeights"], "Subsets": ["T1w"]},
+            "AdaptedOn": {**adapted["AdaptedOn"], "TeacherIntensityModel": "combine"}}
+    text = methods_text(PREPROC, {**SUMMARY, "Model": both})
+    assert ("Inputs that include FLAIR, and those of T1w alone, were segmented with the base "
+            "model's own weights.") in text
+    assert ("contrasts, averaged with the lesion posterior of a Gaussian mixture fitted to that "
+            "session's intensities, taught the same network") in text

@@ -5,7 +5,9 @@ strongest.  Adaptation uses them as their own teacher: for every session with FL
 least one other contrast,
 
 * the **teacher** is the base model, frozen, on all the session's contrasts (the richest subset,
-  which includes FLAIR): its fused three-orientation probability map, computed once;
+  which includes FLAIR): its fused three-orientation probability map, computed once (with
+  ``intensity_model="combine"``, averaged with the per-session intensity model's lesion
+  posterior on the same contrasts, as the participant level segments by default);
 * the **student** is a copy of the base model fed drop-out subsets of the same session's slices
   (:func:`bids_mdpp.nn.moddrop.draw_drop`: never the all-missing code);
 * a student input **without FLAIR** is trained on the teacher's mask (its probability ≥ the
@@ -22,8 +24,9 @@ least one other contrast,
 The model directory written holds the student's weights for every input and, with
 ``flair_subsets="base"`` (the default), the base model's own weights for the inputs with FLAIR
 (``anchor.pt``, :mod:`bids_mdpp.model`): the guard then holds exactly, not only within the
-drift the anchoring term allows.  With ``flair_subsets="adapted"`` the student's weights
-segment every input.
+drift the anchoring term allows.  ``base_subsets`` (subset names without FLAIR, such as
+``("T1w",)``) are further inputs that keep those weights, for subsets that adaptation is known
+to make worse.  With ``flair_subsets="adapted"`` the student's weights segment every input.
 
 The network runs in evaluation mode throughout (batch-norm statistics and drop-out as in the
 base model), so that what is trained is what inference computes.  No label is read: the only
@@ -53,6 +56,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bids_mdpp.config import INTENSITY_MODEL_MODES
 from bids_mdpp.errors import UsageError
 
 LOGGER = logging.getLogger("bids_mdpp.adapt")
@@ -76,9 +80,13 @@ class AdaptConfig:
     with the base model's own loss, "soft" on the teacher's probability, where ``confidence`` in
     (0.5, 1) chooses the teacher's voxels used; ``lesion_share`` (``None`` or in (0, 1)) is
     the weight of the teacher's confident lesion voxels in that term's mean; ``ssim_weight``
-    weighs the feature co-training term; ``agreement_sessions`` bounds the sessions the
+    weighs the feature co-training term; ``intensity_model`` "combine" averages the teacher's
+    map with the intensity model's (:mod:`bids_mdpp.intensity_model`), "off" lets the network
+    teach alone; ``agreement_sessions`` bounds the sessions the
     agreement table is measured on (0: none); ``flair_subsets`` "base" keeps the base model's
-    weights for the inputs with FLAIR in the written model, "adapted" uses the student's for all.
+    weights for the inputs with FLAIR in the written model, "adapted" uses the student's for all;
+    ``base_subsets`` names inputs without FLAIR that keep those weights too (with "base" only;
+    checked against the base model's contrasts by :func:`check_base_subsets`).
     """
 
     bids_dir: Path
@@ -96,8 +104,10 @@ class AdaptConfig:
     confidence: float = 0.8
     targets: str = "mask"
     flair_subsets: str = "base"
+    base_subsets: tuple[str, ...] = ()
     lesion_share: float | None = None
     ssim_weight: float = 0.05
+    intensity_model: str = "off"
     agreement_sessions: int = 2
     seed: int = 0
     device: str = "auto"
@@ -124,12 +134,18 @@ class AdaptConfig:
         if self.flair_subsets not in FLAIR_SUBSETS:
             raise UsageError(f"unknown --flair-subsets {self.flair_subsets!r}; use "
                              f"{', '.join(FLAIR_SUBSETS)}")
+        if self.base_subsets and self.flair_subsets != "base":
+            raise UsageError("--base-subsets keeps the base model's weights for more inputs; it "
+                             "needs --flair-subsets base")
         if self.targets == "mask" and self.lesion_share is not None:
             raise UsageError("--lesion-share weighs the soft targets' confident voxels; it has no "
                              "meaning with --targets mask")
         if self.lesion_share is not None and not 0.0 < self.lesion_share < 1.0:
             raise UsageError(f"--lesion-share must lie strictly between 0 and 1, got "
                              f"{self.lesion_share}")
+        if self.intensity_model not in INTENSITY_MODEL_MODES:
+            raise UsageError(f"unknown --intensity-model {self.intensity_model!r}; use "
+                             f"{', '.join(INTENSITY_MODEL_MODES)}")
         if self.agreement_sessions < 0:
             raise UsageError("--agreement-sessions cannot be negative")
         if not self.ssim_weight >= 0:
@@ -165,6 +181,7 @@ def run_adaptation(config: AdaptConfig) -> Path:
     model_dir = config.model_dir or default_model_dir()
     base = load_model(model_dir, device="cpu")
     check_base_model(base, model_dir)
+    check_base_subsets(config.base_subsets, base.card.contrasts)
     if config.output_dir.resolve() == base.directory:
         raise UsageError(f"OUTPUT_DIR {config.output_dir} is the base model; choose a new folder")
     check_output_dir(config)
@@ -192,4 +209,22 @@ def check_base_model(base, model_dir: Path) -> None:
             "a model trained with modality drop-out (moddrop, moddrop+, moddrop++) can be adapted")
 
 
-__all__ = ["ANCHOR_CONTRAST", "FLAIR_SUBSETS", "TARGETS", "AdaptConfig", "check_base_model", "run_adaptation"]
+def check_base_subsets(names, contrasts) -> None:
+    """Each ``--base-subsets`` name must be a subset of the model's ``contrasts`` without FLAIR,
+    written in the canonical order (``T1w+T2w``)."""
+    from bids_mdpp.contrasts import subset_name
+
+    for name in names:
+        parts = name.split("+")
+        if any(p not in contrasts for p in parts) or subset_name(parts) != name:
+            raise UsageError(
+                f"--base-subsets {name!r} is not a subset of the model's contrasts "
+                f"({', '.join(contrasts)}) written as in 'T1w+T2w' (canonical order, joined by "
+                "'+')")
+        if ANCHOR_CONTRAST in parts:
+            raise UsageError(f"--base-subsets {name!r} includes {ANCHOR_CONTRAST}, whose inputs "
+                             "keep the base model's weights already")
+
+
+__all__ = ["ANCHOR_CONTRAST", "FLAIR_SUBSETS", "TARGETS", "AdaptConfig", "check_base_model",
+           "check_base_subsets", "run_adaptation"]

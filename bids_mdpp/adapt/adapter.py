@@ -43,10 +43,13 @@ def contrast_subset_names(session_contrasts) -> set[str]:
             for s in contrast_subsets(list(contrasts), "all")}
 
 
-def adapted_description(base_card, n_sessions: int, dataset: str, base_weights_for_flair: bool) -> str:
+def adapted_description(base_card, n_sessions: int, dataset: str, base_weights_for_flair: bool,
+                        base_subsets=()) -> str:
     """The ``description`` of an adapted model's card: what was adapted on, then the base's."""
-    flair = ("inputs with FLAIR keep the base model's weights" if base_weights_for_flair
-             else "one set of weights for every input")
+    from bids_mdpp.contrasts import and_those_alone
+
+    flair = (f"inputs with FLAIR{and_those_alone(base_subsets)} keep the base model's weights"
+             if base_weights_for_flair else "one set of weights for every input")
     return (f"{base_card.name} {base_card.version} adapted with bids_mdpp adapt on {n_sessions} "
             f"unlabelled session(s) of {dataset} (no label read; {flair}). Base model: "
             f"{base_card.description}")
@@ -199,7 +202,9 @@ class Adapter:
                 "precision": self.precision,
                 # only when set, so that checkpoints written before the option still resume
                 **({"lesion_share": config.lesion_share} if config.lesion_share else {}),
-                **({"targets": config.targets} if config.targets != "soft" else {})}
+                **({"targets": config.targets} if config.targets != "soft" else {}),
+                **({"intensity_model": config.intensity_model}
+                   if config.intensity_model != "off" else {})}
 
     def save_checkpoint(self, epochs_done: int) -> None:
         """Write ``checkpoint.pt`` and ``metrics.csv`` (atomically)."""
@@ -243,7 +248,8 @@ class Adapter:
             anchor_network = copy.deepcopy(self.teacher).cpu().eval()
         adapted = LoadedModel(network=network, card=self.base.card, sha256="",
                               directory=self.config.output_dir, anchor_network=anchor_network,
-                              anchor_contrast=None if anchor_network is None else ANCHOR_CONTRAST)
+                              anchor_contrast=None if anchor_network is None else ANCHOR_CONTRAST,
+                              anchor_subsets=self.config.base_subsets)
         measured = self.sessions[:self.config.agreement_sessions]
         LOGGER.info("Measuring the agreement with the teacher per contrast subset on %s",
                     ", ".join(s.key for s in measured) or "no session (--agreement-sessions 0)")
@@ -254,7 +260,8 @@ class Adapter:
         card = self.model_card(table, totals, seconds, peak_rss_gb())
         directory = save_model(self.config.output_dir, network, card,
                                anchor=None if anchor_network is None
-                               else (ANCHOR_CONTRAST, self.teacher_weights_file()))
+                               else (ANCHOR_CONTRAST, self.teacher_weights_file()),
+                               anchor_subsets=self.config.base_subsets)
         LOGGER.info("Adapted model written to %s (subsets without FLAIR: agreement %s → %s; "
                     "subsets with FLAIR: smallest drift DSC %s)", directory,
                     totals["without_flair_before"], totals["without_flair_after"],
@@ -278,7 +285,8 @@ class Adapter:
 
         base, config = self.base, self.config
         subsets = sorted(contrast_subset_names(s.contrasts for s in self.sessions))
-        anchored = [n for n in subsets if ANCHOR_CONTRAST in n.split("+")]
+        anchored = [n for n in subsets if ANCHOR_CONTRAST in n.split("+")
+                    or n in config.base_subsets]
         adaptation = {
             "base_model": {"name": base.card.name, "version": base.card.version,
                            "directory": str(base.directory), "sha256": base.sha256},
@@ -287,7 +295,13 @@ class Adapter:
             "skipped": [{"session": s.key, "reason": s.reason} for s in self.skipped],
             "subsets_adapted": [n for n in subsets if n not in anchored],
             "subsets_anchored": anchored,
-            "teacher": "the base model on all of a session's contrasts (three orientations fused)",
+            "teacher": "the base model on all of a session's contrasts (three orientations fused)"
+                       + (", averaged with the per-session intensity model on those contrasts"
+                          if config.intensity_model != "off" else ""),
+            "teacher_intensity_model": {
+                "mode": config.intensity_model,
+                "skipped": {s.key: s.teacher_intensity_model["Skipped"] for s in self.sessions
+                            if "Skipped" in s.teacher_intensity_model}},
             "labels_used": False,
             "epochs": len(self.history), "steps": sum(r["steps"] for r in self.history),
             "batch_size": config.batch_size, "crop": config.crop,
@@ -309,7 +323,7 @@ class Adapter:
                          "(bids_mdpp.adapt.agreement)"},
             "base_model": base.card.metrics}
         description = adapted_description(base.card, len(self.sessions), adaptation["dataset"],
-                                          config.flair_subsets == "base")
+                                          config.flair_subsets == "base", config.base_subsets)
         return dataclasses.replace(
             base.card, name=config.output_dir.name, version=__version__,
             description=description, training={**base.card.training, "adaptation": adaptation},

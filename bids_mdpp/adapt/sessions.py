@@ -11,17 +11,22 @@ and what the teacher would say about them is unknown.
 Each usable session is preprocessed exactly as at the participant level
 (:func:`bids_mdpp.workflows.preproc.run_preprocessing`, cached under ``WORK_DIR/<key>``, the
 layout the participant level uses, so that a later ``participant -w WORK_DIR`` reuses it).  The
-teacher's probability map (the base model on every contrast of the session, three orientations
-fused) is cached with the session's slab arrays (:mod:`bids_mdpp.training.slabs`) under
-``WORK_DIR/adapt/<key>``: ``images.npy``, ``brain.npy``, ``label.npy`` (the teacher's mask, which
-chooses the slices sampled), ``teacher.npy`` (X, Y, Z) float16, reused while the preprocessed
-images and the base model are unchanged.
+teacher's probability map is the base model on every contrast of the session (three
+orientations fused) and, with ``intensity_model="combine"``, averaged with the per-session
+intensity model's lesion posterior on those contrasts (:mod:`bids_mdpp.intensity_model`, the
+participant level's default; where that model cannot be fitted the network's map teaches
+alone, and the card lists the session with the reason).  It is cached with the session's slab
+arrays (:mod:`bids_mdpp.training.slabs`) under ``WORK_DIR/adapt/<key>``: ``images.npy``,
+``brain.npy``, ``label.npy`` (the teacher's mask, which chooses the slices sampled),
+``teacher.npy`` (X, Y, Z) float16 and ``teacher.json`` (the intensity model's entry), reused
+while the preprocessed images, the base model and the intensity model mode are unchanged.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +41,8 @@ LOGGER = logging.getLogger("bids_mdpp.adapt")
 #: Bumped when the teacher's maps change meaning (invalidates their caches).
 TEACHER_VERSION = "fused-3-orientations-v1"
 TEACHER_NAME = "teacher.npy"
+#: What the teacher's map was averaged with: the intensity model's sidecar entry.
+TEACHER_ENTRY_NAME = "teacher.json"
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,9 @@ class CohortSession:
     contrasts: tuple[str, ...]
     cache: SubjectCache
     provenance: dict
+    #: The intensity model's entry for the teacher's map (``{"Mode": "off"}`` when the network
+    #: taught alone; ``Skipped`` says why when the mixture could not be fitted).
+    teacher_intensity_model: dict = field(default_factory=lambda: {"Mode": "off"})
 
     @property
     def teacher_path(self) -> Path:
@@ -97,44 +107,63 @@ def refusal(skipped: list[SkippedSession], bids_dir: Path) -> NoInputError:
 
 
 def teacher_fingerprint(images: dict[str, Path], brain_mask: Path, model_sha256: str,
-                        threshold: float) -> str:
-    """sha256 over the preprocessed images, the brain mask, the base model and its threshold."""
+                        threshold: float, intensity_model: str = "off") -> str:
+    """sha256 over the preprocessed images, the brain mask, the base model, its threshold and
+    the intensity model mode."""
     from bids_mdpp.model import sha256_of
 
     digest = hashlib.sha256(TEACHER_VERSION.encode())
     for path in [*(images[c] for c in sorted(images)), brain_mask]:
         digest.update(sha256_of(path).encode())
     digest.update(f"{model_sha256}:{threshold:.6f}".encode())
+    if intensity_model != "off":  # "off" keeps the fingerprints of caches made before the mode
+        digest.update(f":intensity-model={intensity_model}".encode())
     return digest.hexdigest()
 
 
-def teacher_cache(key: str, subject: str, preproc, base, predictor, directory: Path
-                  ) -> SubjectCache:
-    """The session's slab cache with the teacher's map, computed unless already cached."""
+def teacher_cache(key: str, subject: str, preproc, base, predictor, directory: Path, *,
+                  intensity_model: str = "off", templates_dir: Path | None = None
+                  ) -> tuple[SubjectCache, dict]:
+    """The session's slab cache with the teacher's map, computed unless already cached, and
+    the intensity model's entry for that map (``{"Mode": "off"}`` without it)."""
     import nibabel as nib
 
-    from bids_mdpp.imageio import atomic_path
+    from bids_mdpp.imageio import atomic_path, write_json
+    from bids_mdpp.intensity_model import combine_for_session
     from bids_mdpp.training.slabs import open_subject_cache, write_subject_cache
 
     contrasts = tuple(c for c in base.card.contrasts if c in preproc.images)
     threshold = base.card.threshold_for(contrasts)
-    fingerprint = teacher_fingerprint(preproc.images, preproc.brain_mask, base.sha256, threshold)
+    fingerprint = teacher_fingerprint(preproc.images, preproc.brain_mask, base.sha256, threshold,
+                                      intensity_model)
     cache = open_subject_cache(directory, fingerprint)
+    entry_path = directory / TEACHER_ENTRY_NAME
     if cache is not None and (directory / TEACHER_NAME).is_file():
         LOGGER.info("%s: reusing the teacher's map in %s", key, directory)
-        return cache
+        entry = (json.loads(entry_path.read_text()) if entry_path.is_file()
+                 else {"Mode": "off"})
+        return cache, entry
     volumes = {c: np.asarray(nib.load(str(preproc.images[c])).dataobj, dtype=np.float32)
                for c in contrasts}
     brain = np.asarray(nib.load(str(preproc.brain_mask)).dataobj) > 0
-    LOGGER.info("%s: teacher: the base model on %s", key, ", ".join(contrasts))
+    LOGGER.info("%s: teacher: the base model on %s%s", key, ", ".join(contrasts),
+                ", averaged with the intensity model" if intensity_model != "off" else "")
     probability = predictor.predict(volumes, brain)
+    entry = {"Mode": "off"}
+    if intensity_model != "off":
+        probability, entry = combine_for_session(preproc, volumes, brain, probability,
+                                                 cache_dir=templates_dir)
+        if "Skipped" in entry:
+            LOGGER.warning("%s: the network's map teaches alone (%s)", key, entry["Skipped"])
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / TEACHER_NAME) as tmp:
         np.save(tmp, probability.astype(np.float16))
-    return write_subject_cache(
+    write_json(entry, entry_path)
+    cache = write_subject_cache(
         directory, key=key, subject=subject, volumes=volumes,
         label=(probability >= threshold).astype(np.uint8), brain=brain,
         contrasts=base.card.contrasts, fingerprint=fingerprint)
+    return cache, entry
 
 
 def prepare_session(inputs: SessionInputs, config, base, predictor) -> CohortSession:
@@ -150,11 +179,13 @@ def prepare_session(inputs: SessionInputs, config, base, predictor) -> CohortSes
     preproc = run_preprocessing(inputs, work / inputs.key, grid_mm=base.card.grid_mm,
                                 plugin=plugin, plugin_args=plugin_args,
                                 omp_nthreads=config.omp_nthreads)
-    cache = teacher_cache(inputs.key, inputs.subject, preproc, base, predictor,
-                          work / "adapt" / inputs.key)
+    cache, entry = teacher_cache(inputs.key, inputs.subject, preproc, base, predictor,
+                                 work / "adapt" / inputs.key,
+                                 intensity_model=config.intensity_model,
+                                 templates_dir=work / "templates")
     provenance = input_provenance(inputs, config.bids_dir)
     return CohortSession(key=inputs.key, contrasts=inputs.contrasts, cache=cache,
-                         provenance=provenance)
+                         provenance=provenance, teacher_intensity_model=entry)
 
 
 def prepare_cohort(config, base, device) -> tuple[list[CohortSession], list[SkippedSession]]:

@@ -13,6 +13,7 @@ import click
 
 from bids_mdpp.cli.run import _labels
 from bids_mdpp.cli.train import default_threads
+from bids_mdpp.config import INTENSITY_MODEL_MODES
 
 EPILOG = """\b
 OUTPUT_DIR becomes a model directory (model.pt + model_card.json, and anchor.pt:
@@ -62,12 +63,20 @@ No label is read: only the dataset's images and the base model.
               help="Weights the adapted model segments the inputs with FLAIR with: base, the base "
                    "model's own (kept beside the adapted ones, so those subsets are exactly the "
                    "base model's); adapted, the adapted weights, as for every other input.")
+@click.option("--base-subsets", "base_subsets", multiple=True, metavar="SUBSET",
+              help="With --flair-subsets base: an input of exactly these contrasts (e.g. T1w or "
+                   "T1w+T2w; repeat for more) keeps the base model's weights too.")
 @click.option("--lesion-share", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="With --targets soft: weight of the teacher's confident lesion voxels in the "
                    "mean of the term without FLAIR (the background gets the rest; default: one "
                    "mean over all confident voxels, nearly all background).")
 @click.option("--ssim-weight", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="Weight of the feature-level SSIM co-training term.")
+@click.option("--intensity-model", "intensity_model", type=click.Choice(INTENSITY_MODEL_MODES),
+              default="off", show_default=True,
+              help="off: the teacher's map is the base model's alone; combine: averaged with the "
+                   "per-session intensity model's (as participant --intensity-model combine "
+                   "segments).")
 @click.option("--agreement-sessions", type=click.IntRange(min=0), default=2, show_default=True,
               help="Sessions on which the agreement with the teacher is measured per contrast "
                    "subset at the end (two whole-volume predictions per subset; 0: none).")
@@ -84,8 +93,9 @@ No label is read: only the dataset's images and the base model.
 @click.option("-v", "--verbose", count=True, help="More output (-vv: Nipype's too).")
 def adapt(bids_dir, output_dir, model_dir, participant_label, session_label, bids_filter_file,
           work_dir, epochs, steps_per_epoch, batch_size, crop, lr, confidence, targets,
-          flair_subsets, lesion_share, ssim_weight, agreement_sessions, resume, seed, device, precision, nprocs,
-          omp_nthreads, verbose) -> int:
+          flair_subsets, base_subsets, lesion_share, ssim_weight, intensity_model,
+          agreement_sessions, resume, seed, device, precision, nprocs, omp_nthreads,
+          verbose) -> int:
     """Adapt a model to the unlabelled scans of BIDS_DIR; write it to OUTPUT_DIR.
 
     The base model's prediction from all of a session's contrasts (FLAIR among them) teaches
@@ -110,8 +120,10 @@ def adapt(bids_dir, output_dir, model_dir, participant_label, session_label, bid
         bids_filters=load_bids_filters(bids_filter_file), epochs=epochs,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop=crop, lr=lr,
         confidence=confidence, targets=targets, flair_subsets=flair_subsets,
+        base_subsets=tuple(base_subsets),
         lesion_share=lesion_share,
-        ssim_weight=ssim_weight, agreement_sessions=agreement_sessions, seed=seed, device=device,
+        ssim_weight=ssim_weight, intensity_model=intensity_model,
+        agreement_sessions=agreement_sessions, seed=seed, device=device,
         precision=precision, resume=resume, nprocs=nprocs or 1,
         omp_nthreads=omp_nthreads or default_threads(nprocs), verbose=verbose,
         command_line=shlex.join(["bids_mdpp", *argv]),

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bids_mdpp import __version__
-from bids_mdpp.contrasts import LABELS
+from bids_mdpp.contrasts import LABELS, and_those_alone
 from bids_mdpp.imageio import write_text
 
 #: Every reference the methods text may cite: key → full reference with its DOI.
@@ -126,15 +126,19 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
     )
     base, cohort = model.get("AdaptedFrom"), model.get("AdaptedOn")
     if base and cohort:
+        teacher = (", averaged with the lesion posterior of a Gaussian mixture fitted to that "
+                   "session's intensities,"
+                   if cohort.get("TeacherIntensityModel") == "combine" else "")
         text += (f" The model was adapted from \"{base.get('Name')}\" (version "
                  f"{base.get('Version')}) with bids_mdpp adapt on "
                  f"{len(cohort.get('Sessions') or [])} unlabelled session(s) of "
                  f"{cohort.get('Dataset')}: the base model's prediction from all of a session's "
-                 f"contrasts taught the same network fed subsets of them without FLAIR.")
+                 f"contrasts{teacher} taught the same network fed subsets of them without FLAIR.")
         anchor = model.get("AnchorWeights")
         if anchor:
-            text += (f" Inputs that include {anchor.get('Contrast')} were segmented with the "
-                     f"base model's own weights.")
+            also = and_those_alone(anchor.get("Subsets") or [])
+            text += (f" Inputs that include {anchor.get('Contrast')}{also} were segmented with "
+                     "the base model's own weights.")
     intensity = summary.get("Inference", {}).get("IntensityModel", {})
     if intensity.get("Mode") == "combine":
         text += (f" The network's probability map was then averaged with the lesion posterior of "

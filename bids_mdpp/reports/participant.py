@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bids_mdpp import __version__
-from bids_mdpp.contrasts import CONTRASTS
+from bids_mdpp.contrasts import CONTRASTS, and_those_alone
 from bids_mdpp.imageio import atomic_path, write_text
 from bids_mdpp.outputs import SessionOutputs, figure_path
 from bids_mdpp.reports.boilerplate import methods_text
@@ -201,7 +201,8 @@ def model_fact(model: dict) -> str:
                  f"session(s) of {cohort.get('Dataset')}: {', '.join(sessions)}")
     anchor = model.get("AnchorWeights")
     if anchor:
-        text += f"; inputs with {anchor.get('Contrast')} use the base model's own weights"
+        also = and_those_alone(anchor.get("Subsets") or [])
+        text += f"; inputs with {anchor.get('Contrast')}{also} use the base model's own weights"
     return text
 
 

@@ -85,6 +85,17 @@ def subset_name(contrasts: Iterable[str]) -> str:
     return "+".join(c for c in CONTRASTS if c in present)
 
 
+def is_subset_name(name: object, contrasts: Sequence[str]) -> bool:
+    """Whether ``name`` names a non-empty subset of ``contrasts`` as :func:`subset_name` writes
+    it (canonical order, joined by ``+``).
+
+    >>> is_subset_name("T1w+FLAIR", ("T1w", "FLAIR")), is_subset_name("FLAIR+T1w", ("T1w", "FLAIR"))
+    (True, False)
+    """
+    parts = name.split("+") if isinstance(name, str) else []
+    return bool(parts) and all(p in contrasts for p in parts) and subset_name(parts) == name
+
+
 def and_those_alone(subsets: Iterable[str]) -> str:
     """The clause for inputs that also use a model's anchor weights, after "inputs with
     FLAIR": ``", and those of T1w alone,"`` for ``["T1w"]``; ``""`` for none.

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from bids_mdpp.contrasts import CONTRASTS, subset_name
+from bids_mdpp.contrasts import CONTRASTS, is_subset_name, subset_name
 from bids_mdpp.errors import ModelError
 from bids_mdpp.imageio import atomic_path, write_json
 from bids_mdpp.nn import MODES, FCDenseNet, NetworkConfig, check_mode
@@ -170,8 +170,7 @@ class ModelCard:
         if not isinstance(self.thresholds, dict):
             raise ValueError(f"thresholds must map contrast subsets to thresholds, got {self.thresholds!r}")
         for name, value in self.thresholds.items():
-            parts = name.split("+") if isinstance(name, str) else []
-            if not parts or any(p not in self.contrasts for p in parts) or subset_name(parts) != name:
+            if not is_subset_name(name, self.contrasts):
                 raise ValueError(
                     f"thresholds key {name!r} is not a subset of {', '.join(self.contrasts)} "
                     "written as in 'T1w+FLAIR' (canonical order, joined by '+')")
@@ -202,13 +201,12 @@ class ModelCard:
         if not isinstance(subsets, (list, tuple)):
             raise ValueError(f"anchor subsets must be a list of subset names, got {subsets!r}")
         for name in subsets:
-            parts = name.split("+") if isinstance(name, str) else []
-            if not parts or any(p not in self.contrasts for p in parts) or subset_name(parts) != name:
+            if not is_subset_name(name, self.contrasts):
                 raise ValueError(
                     f"anchor subsets entry {name!r} is not a subset of "
                     f"{', '.join(self.contrasts)} written as in 'T1w+T2w' (canonical order, "
                     "joined by '+')")
-            if self.anchor["contrast"] in parts:
+            if self.anchor["contrast"] in name.split("+"):
                 raise ValueError(f"anchor subsets entry {name!r} includes "
                                  f"{self.anchor['contrast']}, whose inputs use the anchor "
                                  "weights already")

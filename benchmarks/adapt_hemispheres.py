@@ -336,14 +336,16 @@ def main(argv=None) -> int:
         inputs = {c: volumes[c] for c in subset}
         posterior = None if priors is None else lesion_posterior(inputs, brain, priors)
 
-        def with_intensity_model(probability):
-            return probability if posterior is None else combine(probability, posterior)
+        def with_intensity_model(probability, card=base.card):
+            return probability if posterior is None else combine(
+                probability, posterior, network_weight=card.network_weight_for(subset))
 
         base_probability = with_intensity_model(base_predictor.predict(inputs, brain))
         for side, predictor in predictors.items():
             same_as_base = reuse[side] and predictor.network_for(subset) is predictor.anchor_network
             probability = (base_probability if same_as_base
-                           else with_intensity_model(predictor.predict(inputs, brain)))
+                           else with_intensity_model(predictor.predict(inputs, brain),
+                                                     models[side][0].card))
             threshold = base.card.threshold_for(subset)
             folds[side]["subsets"][name] = {
                 "base": region_scores(base_probability, label, far, unseen[side], threshold,

@@ -16,8 +16,8 @@ the sessions:
 
 ``--intensity-model combine`` (the participant level's default) averages each prediction with
 the per-session intensity model's lesion posterior (:mod:`bids_mdpp.intensity_model`; its atlas
-priors are fitted once per session), as the participant level does; ``off`` scores the network
-alone.
+priors are fitted once per session), weighted by the card's ``network_weights``, as the
+participant level does; ``off`` scores the network alone.
 
 Scores are on the model grid (1 mm), within 0.01 DSC of the native-grid scores of
 ``benchmarks/real_scans.py`` on sub-26, and about 20 times faster for fifteen subsets since the
@@ -234,7 +234,8 @@ def main(argv=None) -> int:
                 started = time.perf_counter()
                 probability = predictor.predict({c: volumes[c] for c in subset}, brain)
                 if posterior is not None:
-                    probability = combine(probability, posterior)
+                    probability = combine(probability, posterior,
+                                          network_weight=card.network_weight_for(subset))
                 seconds = time.perf_counter() - started + posterior_seconds
                 row = {"session": prepared.key, "subset": subset_name(subset), "tta": tta,
                        "threshold": card.threshold_for(subset), "seconds": round(seconds, 1),

@@ -19,6 +19,7 @@ spread rather than cut.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -56,11 +57,67 @@ class AtlasPriors:
     lesion_frequency: np.ndarray
 
 
-@functools.lru_cache(maxsize=1)
-def template_maps() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+#: Version of the cached template-space maps (:func:`template_maps`); raise it when the way
+#: they are computed changes in a way the constants above do not capture.
+CACHE_VERSION = 1
+
+
+def template_maps(cache_dir: Path | None = None) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
     """``(tissue, lesion frequency)`` in template space: a 4-D image (CSF, GM, WM; smoothed,
     normalised) on nilearn's MNI152 2009a 1 mm grid and the smoothed lesion frequency on the
-    FSL MNI152 1 mm grid."""
+    FSL MNI152 1 mm grid.
+
+    Computing them (reading nilearn's maps and the 27 lesion masks, smoothing) takes a few
+    seconds; the result is kept in memory and written once, uncompressed, into ``cache_dir``
+    (default :func:`bids_mdpp.templates.default_cache_dir`) under a name that changes with
+    the smoothing, the floor, nilearn's version and the lesion masks (:func:`cache_key`), so
+    that later processes read it back in a fraction of a second.
+    """
+    from bids_mdpp.templates import default_cache_dir
+
+    return _template_maps_in(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+
+
+@functools.lru_cache(maxsize=2)
+def _template_maps_in(folder: Path) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    path = folder / f"atlas-priors_{cache_key()}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as saved:
+                return (nib.Nifti1Image(saved["tissue"], saved["tissue_affine"]),
+                        nib.Nifti1Image(saved["lesion_frequency"], saved["lesion_affine"]))
+        except (OSError, KeyError, ValueError):  # truncated or foreign: compute it afresh
+            pass
+    tissue, frequency = compute_template_maps()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(partial, "wb") as handle:
+            np.savez(handle, tissue=np.asarray(tissue.dataobj), tissue_affine=tissue.affine,
+                     lesion_frequency=np.asarray(frequency.dataobj),
+                     lesion_affine=frequency.affine)
+        os.replace(partial, path)
+    except OSError:  # a read-only cache is no reason to fail: the maps are in memory
+        pass
+    return tissue, frequency
+
+
+def cache_key() -> str:
+    """Short hash of what the template-space maps depend on: :data:`CACHE_VERSION`, the
+    smoothing and floor constants, nilearn's version and the lesion masks' names and sizes."""
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    what = {"version": CACHE_VERSION, "tissue_sigma_mm": TISSUE_SIGMA_MM,
+            "lesion_sigma_mm": LESION_SIGMA_MM, "tissue_floor": TISSUE_FLOOR,
+            "nilearn": version("nilearn"),
+            "lesions": [(p.name, p.stat().st_size) for p in lesion_atlas_paths()]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def compute_template_maps() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """:func:`template_maps` computed from nilearn's maps and the shipped lesion masks."""
     from nilearn import datasets
 
     gm_img = datasets.load_mni152_gm_template(resolution=1)
@@ -91,7 +148,7 @@ def priors_on_grid(reference: nib.spatialimages.SpatialImage,
 
     ``brain_mask`` is the session's brain mask on the same grid.  Raises
     :class:`~bids_mdpp.errors.InputDataError` naming ``name`` when the fit fails.  nilearn's
-    template is written once into ``cache_dir`` (default:
+    template and the template-space maps are written once into ``cache_dir`` (default:
     :func:`bids_mdpp.templates.default_cache_dir`).
     """
     from bids_mdpp.preproc.templatefit import fit_brain_to_template
@@ -99,7 +156,7 @@ def priors_on_grid(reference: nib.spatialimages.SpatialImage,
 
     t1, mask = nilearn_files(1, cache_dir)
     to_subject = fit_brain_to_template(reference, brain_mask, t1, mask, name=name)
-    return carry_priors(brain_mask, to_subject.GetInverse())
+    return carry_priors(brain_mask, to_subject.GetInverse(), cache_dir=cache_dir)
 
 
 def session_priors(images: Mapping[str, str | Path], brain_mask: str | Path, *,
@@ -119,14 +176,16 @@ def session_priors(images: Mapping[str, str | Path], brain_mask: str | Path, *,
                           cache_dir=cache_dir)
 
 
-def carry_priors(grid: nib.spatialimages.SpatialImage, grid_to_template) -> AtlasPriors:
-    """The template-space maps resampled (linear) onto ``grid`` with ``grid_to_template``,
-    a SimpleITK transform mapping grid points to template points (LPS, mm)."""
+def carry_priors(grid: nib.spatialimages.SpatialImage, grid_to_template, *,
+                 cache_dir: Path | None = None) -> AtlasPriors:
+    """The template-space maps (:func:`template_maps`, cached in ``cache_dir``) resampled
+    (linear) onto ``grid`` with ``grid_to_template``, a SimpleITK transform mapping grid
+    points to template points (LPS, mm)."""
     import SimpleITK as sitk
 
     from bids_mdpp.preproc.sitkio import nib_to_sitk
 
-    tissue_img, lesion_img = template_maps()
+    tissue_img, lesion_img = template_maps(cache_dir)
     target = nib_to_sitk(nib.Nifti1Image(np.zeros(grid.shape[:3], np.float32), grid.affine))
 
     def carried(img: nib.Nifti1Image, outside: float) -> np.ndarray:

@@ -11,8 +11,8 @@ are the first model's), and makes the card of the result:
   normalisation);
 * ``training.averaged_from``: per model its name, directory, weights sha256, weight and its
   card's ``training``;
-* one ``threshold`` and no per-subset thresholds, recalibration or metrics: those were chosen or
-  measured for the members and must be measured again on the average.
+* one ``threshold`` and no per-subset thresholds, network weights, recalibration or metrics:
+  those were chosen or measured for the members and must be measured again on the average.
 
 Averaging models trained from different starting points gives a poor network; nothing can
 check that here, so measure the result (``benchmarks/model_views.py``) before using it.
@@ -102,7 +102,7 @@ def average_models(model_dirs: Sequence[os.PathLike | str], weights: Sequence[fl
                for m, w in zip(models, weights)]
     listed = ", ".join(f"{m.card.name} ({w / total:.2f})" for m, w in zip(models, weights))
     card = dataclasses.replace(
-        models[0].card, name=name, threshold=threshold, thresholds={},
+        models[0].card, name=name, threshold=threshold, thresholds={}, network_weights={},
         probability_calibration={}, metrics={}, software={}, created="",
         description=f"Weight average of {len(models)} models of one network: {listed}. "
                     "See training.averaged_from.",

@@ -13,6 +13,9 @@ from bids_mdpp.errors import UsageError
 ANALYSIS_LEVELS = ("participant", "group")
 #: ``--intensity-model`` values (:mod:`bids_mdpp.intensity_model`); the first is the default.
 INTENSITY_MODEL_MODES = ("combine", "off")
+#: Weight of the network's probability against the intensity model's posterior where the model
+#: card names none (:meth:`bids_mdpp.model.ModelCard.network_weight_for`): their mean.
+DEFAULT_NETWORK_WEIGHT = 0.5
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 

@@ -13,10 +13,15 @@ class prior at a voxel is spatial (:mod:`bids_mdpp.atlas_priors`)::
 Expectation–maximisation (:data:`ITERATIONS` rounds) fits the means and covariances and
 returns each voxel's posterior probability of lesion.  The lesion class starts at the
 white-matter mean shifted by :data:`INITIAL_SHIFT_SD` white-matter standard deviations
-(darker on T1w, brighter on FLAIR, T2w and PDw), and its mean is held at least
+(darker on T1w and ce-T1w, brighter on FLAIR, T2w and PDw), and its mean is held at least
 :data:`MIN_SHIFT_SD` standard deviations on that side of white matter: otherwise the class can
-slide onto white matter itself, or onto grey matter's partial volume.  ce-T1w has no such
-constraint (lesions there may be dark or enhancing); its lesion mean starts darker, as on T1w.
+slide onto white matter itself, or onto grey matter's partial volume.  On ce-T1w most MS
+lesions are dark, as on T1w; the enhancing ones are few and small, and a lesion class free to
+cross white matter there drifts onto vessels and grey matter.
+
+The participant level combines the posterior with the network's probability as a weighted
+mean (:func:`combine`), the weight per contrast subset from the model card
+(:meth:`~bids_mdpp.model.ModelCard.network_weight_for`; 0.5 unless the card says otherwise).
 """
 from __future__ import annotations
 
@@ -28,10 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from bids_mdpp.atlas_priors import AtlasPriors
-from bids_mdpp.config import INTENSITY_MODEL_MODES
+from bids_mdpp.config import DEFAULT_NETWORK_WEIGHT, INTENSITY_MODEL_MODES
 
 LOGGER = logging.getLogger("bids_mdpp")
 
+#: Version of the model's definition, for caches of its results (raise it when the posterior
+#: of the same images changes; 2: ce-T1w lesions held dark).
+VERSION = 2
 #: Expectation–maximisation rounds.
 ITERATIONS = 25
 #: Lesion prior = this × the atlas's lesion frequency, capped at MAX_LESION_PRIOR.
@@ -43,10 +51,8 @@ MIN_LESION_PRIOR = 1e-4
 INITIAL_SHIFT_SD = 2.5
 #: ... and stays at least this many on the lesion side of it.
 MIN_SHIFT_SD = 2.0
-#: Direction of lesions relative to white matter, per contrast (where the lesion mean starts).
+#: Side of white matter the lesion mean starts on and is held on, per contrast.
 LESION_SIGN = {"T1w": -1.0, "ceT1w": -1.0, "FLAIR": 1.0, "T2w": 1.0, "PDw": 1.0}
-#: Contrasts whose lesion mean is free to cross white matter's (enhancing lesions are bright).
-UNCONSTRAINED = frozenset({"ceT1w"})
 #: Added to every covariance's diagonal (normalised intensity units squared).
 COVARIANCE_FLOOR = 1e-4
 #: The Gaussians are fitted on at most about this many brain voxels (every k-th one); the
@@ -99,11 +105,13 @@ def lesion_posterior(volumes: Mapping[str, np.ndarray], brain_mask: np.ndarray,
     stride = max(1, int(everywhere.sum()) // MAX_FIT_VOXELS)
     fit = fit_mixture(x[everywhere][::stride], prior[:, everywhere][:, ::stride], contrasts)
     posterior = np.zeros(len(x))
-    for pattern in np.unique(imaged, axis=0):
-        if not pattern.any():
+    # Each voxel's pattern of imaging contrasts as one integer (bit k: contrast k imaged).
+    codes = imaged.astype(np.int64) @ (1 << np.arange(len(contrasts), dtype=np.int64))
+    for code in np.flatnonzero(np.bincount(codes)):
+        if code == 0:
             continue
-        rows = (imaged == pattern).all(axis=1)
-        dims = np.flatnonzero(pattern)
+        rows = codes == code
+        dims = np.flatnonzero((code >> np.arange(len(contrasts))) & 1)
         restricted = MixtureFit(means=fit.means[:, dims],
                                 covariances=fit.covariances[:, dims][:, :, dims])
         posterior[rows] = class_posteriors(x[rows][:, dims], prior[:, rows], restricted)[3]
@@ -149,7 +157,6 @@ def fit_mixture(x: np.ndarray, prior: np.ndarray, contrasts: Sequence[str], *,
     posteriors.
     """
     sign = np.array([LESION_SIGN[c] for c in contrasts])
-    held = np.array([c not in UNCONSTRAINED for c in contrasts])
     posterior = prior
     fit = None
     for iteration in range(iterations):
@@ -159,7 +166,7 @@ def fit_mixture(x: np.ndarray, prior: np.ndarray, contrasts: Sequence[str], *,
             means[3] = means[2] + INITIAL_SHIFT_SD * sign * wm_sd
             covariances[3] = covariances[2].copy()
         bound = means[2] + MIN_SHIFT_SD * sign * wm_sd
-        too_close = held & (sign * (means[3] - bound) < 0)
+        too_close = sign * (means[3] - bound) < 0
         means[3] = np.where(too_close, bound, means[3])
         fit = MixtureFit(means=np.stack(means), covariances=np.stack(covariances))
         posterior = class_posteriors(x, prior, fit)
@@ -184,26 +191,34 @@ def _log_gaussian(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarra
     inverse = np.linalg.inv(cov)
     _, log_det = np.linalg.slogdet(cov)
     centred = x - mean
-    mahalanobis = np.einsum("nc,cd,nd->n", centred, inverse, centred)
+    mahalanobis = ((centred @ inverse) * centred).sum(axis=1)
     return -0.5 * (mahalanobis + log_det + x.shape[1] * np.log(2 * np.pi))
 
 
 
-def combine(network_probability: np.ndarray, posterior: np.ndarray) -> np.ndarray:
-    """The mean of the network's probability and the intensity model's posterior (float32).
+def combine(network_probability: np.ndarray, posterior: np.ndarray, *,
+            network_weight: float = DEFAULT_NETWORK_WEIGHT) -> np.ndarray:
+    """``network_weight`` × the network's probability + (1 − ``network_weight``) × the
+    intensity model's posterior (float32).
 
-    Both have the grid's shape and lie in [0, 1].  At threshold 0.5 a voxel is lesion when
-    the two sum to at least 1: one sure model and one at least undecided, or both leaning.
+    Both have the grid's shape and lie in [0, 1]; ``network_weight`` lies in [0, 1].  With the
+    default, the mean: at threshold 0.5 a voxel is lesion when the two sum to at least 1 (one
+    sure model and one at least undecided, or both leaning).  With 0, the posterior alone.
     """
-    return ((np.asarray(network_probability, np.float32) + np.asarray(posterior, np.float32))
-            / 2.0).astype(np.float32)
+    if not 0.0 <= network_weight <= 1.0:
+        raise ValueError(f"network_weight must lie between 0 and 1, got {network_weight!r}")
+    network = np.asarray(network_probability, np.float32)
+    return (np.float32(network_weight) * network
+            + np.float32(1.0 - network_weight) * np.asarray(posterior, np.float32)
+            ).astype(np.float32)
 
 
 def combine_for_session(preproc, volumes: Mapping[str, np.ndarray], brain: np.ndarray,
-                        network_probability: np.ndarray, *, cache_dir: Path | None
-                        ) -> tuple[np.ndarray, dict]:
-    """The network's probability averaged with the intensity model's posterior for one
-    preprocessed session, and the sidecar's ``IntensityModel`` entry.
+                        network_probability: np.ndarray, *, cache_dir: Path | None,
+                        network_weight: float = DEFAULT_NETWORK_WEIGHT) -> tuple[np.ndarray, dict]:
+    """The network's probability combined with the intensity model's posterior for one
+    preprocessed session (:func:`combine`, with ``network_weight``), and the sidecar's
+    ``IntensityModel`` entry.
 
     ``preproc`` has ``images`` (contrast → image on the model grid) and ``brain_mask`` (path);
     ``volumes`` are those images' arrays, ``brain`` the mask's, ``network_probability`` the
@@ -221,13 +236,26 @@ def combine_for_session(preproc, volumes: Mapping[str, np.ndarray], brain: np.nd
     except (InputDataError, ValueError) as exc:
         LOGGER.warning("intensity model skipped, the network's probability is kept alone: %s", exc)
         return network_probability, {"Mode": "off", "Skipped": str(exc)}
-    return combine(network_probability, posterior), describe("combine")
+    return (combine(network_probability, posterior, network_weight=network_weight),
+            describe("combine", network_weight=network_weight))
 
 
-def describe(mode: str) -> dict:
+def combination_text(network_weight: float) -> str:
+    """How the network's probability and the posterior are combined, in words."""
+    if network_weight == DEFAULT_NETWORK_WEIGHT:
+        return "mean of the network's probability and the posterior"
+    if network_weight == 0.0:
+        return ("the posterior alone (the model card gives the network no weight for these "
+                "contrasts)")
+    return (f"weighted mean: {network_weight:g} x the network's probability + "
+            f"{1.0 - network_weight:g} x the posterior")
+
+
+def describe(mode: str, *, network_weight: float = DEFAULT_NETWORK_WEIGHT) -> dict:
     """What the outputs' sidecars record of the intensity model under ``mode`` (one of
-    :data:`bids_mdpp.config.INTENSITY_MODEL_MODES`: ``combine`` averages the network's
-    probability with the posterior, ``off`` keeps the network's alone)."""
+    :data:`bids_mdpp.config.INTENSITY_MODEL_MODES`: ``combine`` combines the network's
+    probability with the posterior, the network weighing ``network_weight``; ``off`` keeps
+    the network's alone)."""
     if mode not in INTENSITY_MODEL_MODES:
         raise ValueError(f"intensity model mode must be one of {INTENSITY_MODEL_MODES}, "
                          f"got {mode!r}")
@@ -244,5 +272,6 @@ def describe(mode: str) -> dict:
                        f"(capped at {MAX_LESION_PRIOR:g})",
         "Iterations": ITERATIONS,
         "MinimumLesionShift": f"{MIN_SHIFT_SD:g} white-matter standard deviations",
-        "Combination": "mean of the network's probability and the posterior",
+        "Combination": combination_text(network_weight),
+        "NetworkWeight": network_weight,
     }

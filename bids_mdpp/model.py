@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from bids_mdpp.config import DEFAULT_NETWORK_WEIGHT
 from bids_mdpp.contrasts import CONTRASTS, is_subset_name, subset_name
 from bids_mdpp.errors import ModelError
 from bids_mdpp.imageio import atomic_path, write_json
@@ -106,6 +107,12 @@ class ModelCard:
         segmented with those weights instead of ``model.pt`` (:func:`save_model` fills it in);
         the optional ``subsets`` (names such as ``"T1w"``, without ``contrast``) are inputs
         of exactly those contrasts that use them too.
+    network_weights : dict[str, float]
+        Weight of the network's probability where the participant level combines it with the
+        per-session intensity model (:func:`bids_mdpp.intensity_model.combine`), for
+        particular contrast subsets keyed like ``thresholds``; a subset without an entry uses
+        :data:`DEFAULT_NETWORK_WEIGHT` (the mean of the two).  0 segments those inputs with the
+        intensity model alone: for subsets on which the network has no skill on real scans.
     """
 
     name: str
@@ -125,6 +132,7 @@ class ModelCard:
     software: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     anchor: dict[str, Any] = field(default_factory=dict)
+    network_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.contrasts, str) or not isinstance(self.contrasts, (list, tuple)):
@@ -146,6 +154,7 @@ class ModelCard:
             raise ValueError(f"threshold must lie strictly between 0 and 1, got {self.threshold!r}")
         self._check_thresholds()
         self._check_anchor()
+        self._check_network_weights()
         check_probability_calibration(self.probability_calibration)
         if not isinstance(self.normalisation, dict) or "method" not in self.normalisation:
             raise ValueError("normalisation must be a mapping with a 'method'")
@@ -210,6 +219,24 @@ class ModelCard:
                 raise ValueError(f"anchor subsets entry {name!r} includes "
                                  f"{self.anchor['contrast']}, whose inputs use the anchor "
                                  "weights already")
+
+    def _check_network_weights(self) -> None:
+        if not isinstance(self.network_weights, dict):
+            raise ValueError(f"network_weights must map contrast subsets to weights, got "
+                             f"{self.network_weights!r}")
+        for name, value in self.network_weights.items():
+            if not is_subset_name(name, self.contrasts):
+                raise ValueError(
+                    f"network_weights key {name!r} is not a subset of {', '.join(self.contrasts)} "
+                    "written as in 'T1w+FLAIR' (canonical order, joined by '+')")
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise ValueError(f"network_weights[{name!r}] must lie between 0 and 1, got {value!r}")
+
+    def network_weight_for(self, contrasts) -> float:
+        """The network's weight, against the intensity model's, for an input of exactly
+        ``contrasts`` (any order): its entry in ``network_weights``, else
+        :data:`DEFAULT_NETWORK_WEIGHT`."""
+        return float(self.network_weights.get(subset_name(contrasts), DEFAULT_NETWORK_WEIGHT))
 
     def threshold_for(self, contrasts) -> float:
         """The threshold for an input of exactly ``contrasts`` (any order): its calibrated

@@ -155,7 +155,8 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
         started = time.perf_counter()
         probability, inference["IntensityModel"] = combine_for_session(
             preproc, volumes, brain, probability,
-            cache_dir=config.effective_work_dir / "templates")
+            cache_dir=config.effective_work_dir / "templates",
+            network_weight=card.network_weight_for(usable.contrasts))
         if "Skipped" in inference["IntensityModel"]:
             skipped = ("the intensity model was skipped, so this map is the network's alone ("
                        f"{inference['IntensityModel']['Skipped']})")

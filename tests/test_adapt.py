@@ -294,7 +294,9 @@ def test_the_teacher_averages_the_network_with_the_intensity_model(tmp_path, mon
         nib.save(nib.Nifti1Image(data, np.eye(4)), str(paths[name]))
     preproc = SimpleNamespace(images={"T1w": paths["T1w"], "FLAIR": paths["FLAIR"]},
                               brain_mask=paths["brain"])
-    card = SimpleNamespace(contrasts=("T1w", "FLAIR", "T2w"), threshold_for=lambda c: 0.5)
+    weight = {"T1w+FLAIR": 0.5}
+    card = SimpleNamespace(contrasts=("T1w", "FLAIR", "T2w"), threshold_for=lambda c: 0.5,
+                           network_weight_for=lambda c: weight["+".join(c)])
     base = SimpleNamespace(card=card, sha256="0" * 64)
     network = SimpleNamespace(predict=lambda volumes, brain: np.full(shape, 0.4, np.float32))
     seen = []
@@ -322,10 +324,18 @@ def test_the_teacher_averages_the_network_with_the_intensity_model(tmp_path, mon
     broken = SimpleNamespace(predict=lambda volumes, brain: pytest.fail("predicted again"))
     assert teach("combine", broken)[1] == entry and len(seen) == 1
 
+    # a card that gives the network no weight for the teacher's contrasts: another teacher,
+    # recomputed, the posterior alone
+    weight["T1w+FLAIR"] = 0.0
+    _, entry, teacher = teach("combine")
+    assert entry["NetworkWeight"] == 0.0 and len(seen) == 2
+    assert np.allclose(teacher[blob], 1.0) and np.allclose(teacher[~blob], 0.0)
+    weight["T1w+FLAIR"] = 0.5
+
     # the network alone is another teacher: recomputed, and its 0.4 is no lesion
     cache, entry, teacher = teach("off")
     assert entry == {"Mode": "off"} and np.allclose(teacher, 0.4, atol=1e-3)
-    assert not (np.load(folder / "label.npy") > 0).any() and len(seen) == 1
+    assert not (np.load(folder / "label.npy") > 0).any() and len(seen) == 2
 
     # a template fit that fails leaves the network's map, with the reason
     def failing(images, mask, cache_dir):

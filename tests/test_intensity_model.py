@@ -5,13 +5,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bids_mdpp import atlas_priors
 from bids_mdpp.atlas_priors import AtlasPriors, carry_priors, lesion_atlas_paths, template_maps
 from bids_mdpp.intensity_model import (MIN_SHIFT_SD, class_posteriors, class_prior, combine,
                                        describe, fit_mixture, lesion_posterior)
 
 SHAPE = (36, 36, 36)
 #: Normalised intensities (white-matter peak −0.5) per tissue: CSF, GM, WM.
-MEANS = {"T1w": (-0.85, -0.62, -0.5), "FLAIR": (-0.85, -0.42, -0.5), "T2w": (-0.1, -0.38, -0.5)}
+MEANS = {"T1w": (-0.85, -0.62, -0.5), "FLAIR": (-0.85, -0.42, -0.5), "T2w": (-0.1, -0.38, -0.5),
+         "ceT1w": (-0.85, -0.62, -0.5)}
 NOISE_SD = 0.02
 
 
@@ -66,6 +68,16 @@ def test_lesions_must_lie_on_their_side_of_white_matter():
     assert (lesion_posterior(volumes, brain, priors) >= 0.5).sum() < 0.002 * brain.sum()
 
 
+def test_on_ce_t1w_lesions_are_dark_as_on_t1w():
+    # a dark white-matter lesion is found on ce-T1w alone ...
+    volumes, brain, blob, priors = phantom(("ceT1w",), {"ceT1w": -0.08})
+    found = lesion_posterior(volumes, brain, priors) >= 0.5
+    assert dice(found, blob) > 0.45  # a lesion class free to cross white matter: 0.32
+    # ... and a bright spot (an enhancing vessel, say) is not taken for one
+    volumes, brain, blob, priors = phantom(("ceT1w",), {"ceT1w": 0.25})
+    assert (lesion_posterior(volumes, brain, priors) >= 0.5).sum() < 0.1 * blob.sum()
+
+
 def test_the_fit_holds_the_lesion_class_beside_white_matter_and_posteriors_sum_to_one():
     volumes, brain, blob, priors = phantom(("T1w", "FLAIR"), {"T1w": -0.12, "FLAIR": 0.25})
     x = np.stack([volumes[c][brain] for c in ("T1w", "FLAIR")], axis=1).astype(np.float64)
@@ -97,24 +109,40 @@ def test_combine_is_the_mean_and_describe_names_the_mode():
     a, b = np.full(SHAPE, 0.2, np.float32), np.full(SHAPE, 0.9, np.float32)
     assert combine(a, b).dtype == np.float32 and np.allclose(combine(a, b), 0.55)
     assert describe("off") == {"Mode": "off"}
+    assert describe("combine")["NetworkWeight"] == 0.5
+    assert describe("combine")["Combination"] == "mean of the network's probability and the posterior"
+
+
+def test_combine_weighs_the_network_as_the_card_says():
+    a, b = np.full(SHAPE, 0.2, np.float32), np.full(SHAPE, 0.9, np.float32)
+    assert np.allclose(combine(a, b, network_weight=0.0), 0.9)  # the posterior alone
+    assert np.allclose(combine(a, b, network_weight=1.0), 0.2)
+    assert np.allclose(combine(a, b, network_weight=0.25), 0.25 * 0.2 + 0.75 * 0.9)
+    assert combine(a, b, network_weight=0.0).dtype == np.float32
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="network_weight must lie between 0 and 1"):
+            combine(a, b, network_weight=bad)
+    alone = describe("combine", network_weight=0.0)
+    assert alone["NetworkWeight"] == 0.0 and alone["Combination"].startswith("the posterior alone")
+    assert "0.25 x the network" in describe("combine", network_weight=0.25)["Combination"]
     described = describe("combine")
     assert described["Mode"] == "combine" and "Gaussian mixture" in described["Method"]
     with pytest.raises(ValueError, match="alone"):
         describe("alone")
 
 
-def test_the_lesion_atlas_ships_and_the_priors_carry_onto_a_grid():
+def test_the_lesion_atlas_ships_and_the_priors_carry_onto_a_grid(tmp_path):
     import SimpleITK as sitk
 
     assert len(lesion_atlas_paths()) == 27
-    tissue_img, lesion_img = template_maps()
+    tissue_img, lesion_img = template_maps(tmp_path)
     assert tissue_img.shape[-1] == 3
     assert np.allclose(tissue_img.get_fdata(dtype=np.float32).sum(-1), 1.0, atol=1e-4)
     # a 4 mm grid over the template, identity transform: the maps as they are, coarser
     affine = tissue_img.affine.copy()
     affine[:3, :3] *= 4
     grid = nib.Nifti1Image(np.zeros(tuple(s // 4 for s in tissue_img.shape[:3]), np.uint8), affine)
-    priors = carry_priors(grid, sitk.Transform(3, sitk.sitkIdentity))
+    priors = carry_priors(grid, sitk.Transform(3, sitk.sitkIdentity), cache_dir=tmp_path)
     assert priors.tissue.shape == (3, *grid.shape) and priors.lesion_frequency.shape == grid.shape
     assert np.allclose(priors.tissue.sum(0), 1.0, atol=1e-5)
     # lesions are most frequent in white matter (periventricular), never above one patient in two
@@ -176,6 +204,10 @@ def test_the_participant_level_combines_or_falls_back_to_the_network(tmp_path, m
                                                   cache_dir=tmp_path)
     assert entry["Mode"] == "combine" and "Skipped" not in entry
     assert dice(combined >= 0.5, blob) > 0.8  # 0.3 from the network, ~1 from the mixture
+    alone, entry = combine_for_session(preproc, volumes, brain, network, cache_dir=tmp_path,
+                                       network_weight=0.0)
+    assert entry["NetworkWeight"] == 0.0
+    assert np.allclose(alone, lesion_posterior(volumes, brain, priors))  # no 0.3 floor
 
     def failing_fit(*args, name, **kwargs):
         raise InputDataError(name, "registration to the template failed")
@@ -220,3 +252,21 @@ def test_an_unknown_intensity_model_mode_is_a_usage_error(tmp_path):
                   intensity_model="alone")
     assert RunConfig(bids_dir=tmp_path, output_dir=tmp_path / "out",
                      analysis_level="participant").intensity_model == "combine"
+
+
+def test_the_template_space_maps_are_cached_on_disk_and_recomputed_when_unreadable(tmp_path):
+    computed = template_maps(tmp_path)
+    cached = tmp_path / f"atlas-priors_{atlas_priors.cache_key()}.npz"
+    assert cached.is_file()
+    atlas_priors._template_maps_in.cache_clear()  # a new process: read back from disk
+    read = template_maps(tmp_path)
+    for a, b in zip(computed, read):
+        assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+        assert np.allclose(a.affine, b.affine)
+    cached.write_bytes(b"truncated")
+    atlas_priors._template_maps_in.cache_clear()
+    again = template_maps(tmp_path)
+    assert np.array_equal(np.asarray(again[1].dataobj), np.asarray(computed[1].dataobj))
+    with np.load(cached) as rewritten:
+        assert set(rewritten.files) == {"tissue", "tissue_affine", "lesion_frequency",
+                                        "lesion_affine"}

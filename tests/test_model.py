@@ -150,6 +150,30 @@ def test_a_bad_anchor_in_the_card_is_named(model_dir, anchor, problem):
         load_model(model_dir)
 
 
+@pytest.mark.parametrize("weights, problem", [
+    ([0.0], "network_weights must map contrast subsets to weights"),
+    ({"FLAIR+T1w": 0.0}, "network_weights key 'FLAIR\\+T1w' is not a subset"),
+    ({"T2w": 0.0}, "network_weights key 'T2w' is not a subset"),
+    ({"T1w": 1.5}, "network_weights\\['T1w'\\] must lie between 0 and 1, got 1.5"),
+    ({"T1w": -0.1}, "must lie between 0 and 1"),
+    ({"T1w": True}, "must lie between 0 and 1"),
+    ({"T1w": "0"}, "must lie between 0 and 1"),
+])
+def test_bad_network_weights_in_the_card_are_named(model_dir, weights, problem):
+    edit_card(model_dir, network_weights=weights)
+    expect_model_error(model_dir, problem, model_dir / "model_card.json")
+
+
+def test_network_weights_round_trip_and_default_to_the_mean(model_dir):
+    assert load_model(model_dir).card.network_weight_for(["T1w"]) == model_module.DEFAULT_NETWORK_WEIGHT == 0.5
+    edit_card(model_dir, network_weights={"T1w": 0.0, "T1w+FLAIR": 0.25})
+    card = load_model(model_dir).card
+    assert card.network_weight_for(["T1w"]) == 0.0
+    assert card.network_weight_for(["FLAIR", "T1w"]) == 0.25  # any order
+    assert card.network_weight_for(["FLAIR"]) == 0.5
+    assert ModelCard.from_dict(card.to_dict()).network_weights == {"T1w": 0.0, "T1w+FLAIR": 0.25}
+
+
 def test_save_refuses_a_network_that_is_not_the_cards():
     with pytest.raises(ValueError, match="not the card's"):
         save_model("/nonexistent", build_network({**TINY, "growth_rate": 2}), make_card())
@@ -304,6 +328,11 @@ def test_shipped_default_model_loads_and_says_what_it_was_trained_on():
     assert loaded.network_for(["T1w"]) is loaded.anchor_network
     assert loaded.network_for(["T1w", "T2w"]) is loaded.network
     assert card.metrics["views"]["synthetic-lesion-free"]["kind"] == "synthetic"
+    # the network has no skill on real scans from T1-weighted images alone: with the intensity
+    # model, those inputs are segmented by the intensity model alone
+    assert card.network_weights == {"T1w": 0.0, "ceT1w": 0.0, "T1w+ceT1w": 0.0}
+    assert card.network_weight_for(["T1w", "T2w"]) == 0.5
+    assert card.training["network_weights_set"]["subsets"] == list(card.network_weights)
 
 
 def test_real_scan_dsc_is_looked_up_by_contrast_set():

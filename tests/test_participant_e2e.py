@@ -184,6 +184,31 @@ def test_intensity_model_off_keeps_the_network_alone(small_cross, tiny_model, tm
     assert "the intensity model was skipped" in (skipped / "sub-02.html").read_text()
 
 
+def test_a_card_that_gives_the_network_no_weight_segments_with_the_intensity_model_alone(
+        small_cross, tiny_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    card = json.loads((model / "model_card.json").read_text())
+    card["network_weights"] = {"T1w+FLAIR": 0.0}
+    (model / "model_card.json").write_text(json.dumps(card))
+    args = [small_cross, "participant", "-w", tmp_path / "work", "--participant-label", "02",
+            "--skip-bids-validation"]
+    weighted, alone = tmp_path / "weighted", tmp_path / "alone"
+    assert run_cli([args[0], weighted, *args[1:], "--model", tiny_model]) == 0
+    assert run_cli([args[0], alone, *args[1:], "--model", model]) == 0
+    name = "sub-02/anat/sub-02_label-lesion_probseg"
+    entry = json.loads((alone / f"{name}.json").read_text())["Inference"]["IntensityModel"]
+    assert entry["Mode"] == "combine" and entry["NetworkWeight"] == 0.0
+    assert entry["Combination"].startswith("the posterior alone")
+    assert json.loads((weighted / f"{name}.json").read_text())["Inference"]["IntensityModel"][
+        "NetworkWeight"] == 0.5
+    p_alone = np.asarray(nib.load(alone / f"{name}.nii.gz").dataobj)
+    p_weighted = np.asarray(nib.load(weighted / f"{name}.nii.gz").dataobj)
+    assert not np.allclose(p_alone, p_weighted, atol=1e-3)
+    assert ("The model card gives the network no weight for these contrasts, so the lesion "
+            "probability map is the lesion posterior") in (alone / "logs" / "CITATION.md").read_text()
+
+
 def test_output_spaces_write_template_space_maps_and_a_transform(small_cross, tiny_model, tmp_path,
                                                                monkeypatch):
     import SimpleITK as sitk

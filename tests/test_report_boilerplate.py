@@ -108,3 +108,21 @@ def test_an_adapted_model_is_described_with_its_base_and_its_anchor_weights():
             "model's own weights.") in text
     assert ("contrasts, averaged with the lesion posterior of a Gaussian mixture fitted to that "
             "session's intensities, taught the same network") in text
+
+
+@pytest.mark.parametrize("weight, phrase", [
+    (None, "The network's probability map was then averaged with the lesion posterior"),
+    (0.5, "The network's probability map was then averaged with the lesion posterior"),
+    (0.0, "The model card gives the network no weight for these contrasts, so the lesion "
+          "probability map is the lesion posterior"),
+    (0.25, "The network's probability map (weight 0.25) was then combined with (weight 0.75) "
+           "the lesion posterior"),
+])
+def test_the_intensity_model_is_described_with_the_networks_weight(weight, phrase):
+    entry = {"Mode": "combine"} if weight is None else {"Mode": "combine", "NetworkWeight": weight}
+    text = methods_text(PREPROC, {**SUMMARY, "Inference": {"IntensityModel": entry}})
+    assert phrase in text
+    assert "held darker than white matter on T1w and ce-T1w and brighter on FLAIR" in text
+    assert IN_TEXT["cerri2021"] in text
+    assert "Gaussian mixture" not in methods_text(
+        PREPROC, {**SUMMARY, "Inference": {"IntensityModel": {"Mode": "off"}}})

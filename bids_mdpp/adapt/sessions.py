@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from bids_mdpp.adapt import ANCHOR_CONTRAST
+from bids_mdpp.config import DEFAULT_NETWORK_WEIGHT
 from bids_mdpp.errors import InputDataError, NoInputError
 from bids_mdpp.session import SessionInputs
 from bids_mdpp.training.slabs import SubjectCache
@@ -107,9 +108,11 @@ def refusal(skipped: list[SkippedSession], bids_dir: Path) -> NoInputError:
 
 
 def teacher_fingerprint(images: dict[str, Path], brain_mask: Path, model_sha256: str,
-                        threshold: float, intensity_model: str = "off") -> str:
+                        threshold: float, intensity_model: str = "off",
+                        network_weight: float = DEFAULT_NETWORK_WEIGHT) -> str:
     """sha256 over the preprocessed images, the brain mask, the base model, its threshold and
-    the intensity model mode."""
+    the intensity model (its mode and, when on, its version and the network's weight)."""
+    from bids_mdpp.intensity_model import VERSION
     from bids_mdpp.model import sha256_of
 
     digest = hashlib.sha256(TEACHER_VERSION.encode())
@@ -117,7 +120,8 @@ def teacher_fingerprint(images: dict[str, Path], brain_mask: Path, model_sha256:
         digest.update(sha256_of(path).encode())
     digest.update(f"{model_sha256}:{threshold:.6f}".encode())
     if intensity_model != "off":  # "off" keeps the fingerprints of caches made before the mode
-        digest.update(f":intensity-model={intensity_model}".encode())
+        digest.update(f":intensity-model={intensity_model}:v{VERSION}:"
+                      f"network-weight={network_weight:g}".encode())
     return digest.hexdigest()
 
 
@@ -134,8 +138,9 @@ def teacher_cache(key: str, subject: str, preproc, base, predictor, directory: P
 
     contrasts = tuple(c for c in base.card.contrasts if c in preproc.images)
     threshold = base.card.threshold_for(contrasts)
+    network_weight = base.card.network_weight_for(contrasts)
     fingerprint = teacher_fingerprint(preproc.images, preproc.brain_mask, base.sha256, threshold,
-                                      intensity_model)
+                                      intensity_model, network_weight)
     cache = open_subject_cache(directory, fingerprint)
     entry_path = directory / TEACHER_ENTRY_NAME
     if cache is not None and (directory / TEACHER_NAME).is_file():
@@ -152,7 +157,8 @@ def teacher_cache(key: str, subject: str, preproc, base, predictor, directory: P
     entry = {"Mode": "off"}
     if intensity_model != "off":
         probability, entry = combine_for_session(preproc, volumes, brain, probability,
-                                                 cache_dir=templates_dir)
+                                                 cache_dir=templates_dir,
+                                                 network_weight=network_weight)
         if "Skipped" in entry:
             LOGGER.warning("%s: the network's map teaches alone (%s)", key, entry["Skipped"])
     directory.mkdir(parents=True, exist_ok=True)

@@ -141,15 +141,26 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
                      "the base model's own weights.")
     intensity = summary.get("Inference", {}).get("IntensityModel", {})
     if intensity.get("Mode") == "combine":
-        text += (f" The network's probability map was then averaged with the lesion posterior of "
-                 f"a Gaussian mixture of tissue and lesion intensities fitted to the session, in "
+        from bids_mdpp.config import DEFAULT_NETWORK_WEIGHT
+
+        weight = float(intensity.get("NetworkWeight", DEFAULT_NETWORK_WEIGHT))
+        if weight == DEFAULT_NETWORK_WEIGHT:
+            how = "The network's probability map was then averaged with"
+        elif weight == 0.0:
+            how = ("The model card gives the network no weight for these contrasts, so the "
+                   "lesion probability map is")
+        else:
+            how = (f"The network's probability map (weight {weight:g}) was then combined with "
+                   f"(weight {1.0 - weight:g})")
+        text += (f" {how} the lesion posterior of a Gaussian mixture of tissue and lesion intensities fitted to the session, in "
                  f"the manner of SAMSEG {_cite('cerri2021')}: four classes (cerebrospinal fluid, "
                  f"grey matter, white matter, lesion), each a Gaussian over the contrasts present, "
                  f"fitted by expectation-maximisation inside the brain mask with spatial priors "
                  f"from the MNI152 template's tissue probability maps {_cite('mni152')} and the "
                  f"lesion frequency of 27 patients of the MSLUB database {_cite('lesjak2018')}, "
                  f"carried onto the session by an affine registration; the lesion class was held "
-                 f"darker than white matter on T1w and brighter on FLAIR, T2w and PDw.")
+                 f"darker than white matter on T1w and ce-T1w and brighter on FLAIR, T2w and "
+                 f"PDw.")
     if shipped_model:
         text += (f" The shipped model was trained on data derived from the MSLUB database "
                  f"{_cite('lesjak2018')}.")

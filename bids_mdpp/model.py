@@ -175,14 +175,20 @@ class ModelCard:
                 f"but network dynamic_head = {config.dynamic_head}"
             )
 
-    def _check_thresholds(self) -> None:
-        if not isinstance(self.thresholds, dict):
-            raise ValueError(f"thresholds must map contrast subsets to thresholds, got {self.thresholds!r}")
-        for name, value in self.thresholds.items():
+    def _check_subset_keys(self, field_name: str, values: Any, what: str) -> None:
+        """Refuse a card entry that is not a mapping keyed by canonical subset names of the
+        card's contrasts (``what``: what its values are, for the message)."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{field_name} must map contrast subsets to {what}, got {values!r}")
+        for name in values:
             if not is_subset_name(name, self.contrasts):
                 raise ValueError(
-                    f"thresholds key {name!r} is not a subset of {', '.join(self.contrasts)} "
+                    f"{field_name} key {name!r} is not a subset of {', '.join(self.contrasts)} "
                     "written as in 'T1w+FLAIR' (canonical order, joined by '+')")
+
+    def _check_thresholds(self) -> None:
+        self._check_subset_keys("thresholds", self.thresholds, "thresholds")
+        for name, value in self.thresholds.items():
             if not (isinstance(value, (int, float)) and 0 < value < 1):
                 raise ValueError(f"thresholds[{name!r}] must lie strictly between 0 and 1, got {value!r}")
 
@@ -221,14 +227,8 @@ class ModelCard:
                                  "weights already")
 
     def _check_network_weights(self) -> None:
-        if not isinstance(self.network_weights, dict):
-            raise ValueError(f"network_weights must map contrast subsets to weights, got "
-                             f"{self.network_weights!r}")
+        self._check_subset_keys("network_weights", self.network_weights, "weights")
         for name, value in self.network_weights.items():
-            if not is_subset_name(name, self.contrasts):
-                raise ValueError(
-                    f"network_weights key {name!r} is not a subset of {', '.join(self.contrasts)} "
-                    "written as in 'T1w+FLAIR' (canonical order, joined by '+')")
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 <= value <= 1):
                 raise ValueError(f"network_weights[{name!r}] must lie between 0 and 1, got {value!r}")
 

@@ -113,8 +113,13 @@ def accuracy_caution(card, contrasts, intensity_model: str = "off") -> str | Non
     dsc = card.real_scan_dsc(contrasts, intensity_model=intensity_model)
     if dsc is None or dsc >= LOW_REAL_SCAN_DSC:
         return None
-    combined = " combined with the intensity model" if intensity_model != "off" else ""
-    return (f"with only {', '.join(contrasts)}, this model{combined} reached DSC {dsc:.2f} on a "
+    if intensity_model == "off":
+        who = "this model"
+    elif card.network_weight_for(contrasts) == 0.0:
+        who = "the intensity model, which segments these contrasts alone with this model,"
+    else:
+        who = "this model combined with the intensity model"
+    return (f"with only {', '.join(contrasts)}, {who} reached DSC {dsc:.2f} on a "
             f"real patient (model card); check the mask by eye, or use a model trained on "
             f"labelled scans with these contrasts (bids_mdpp train)")
 

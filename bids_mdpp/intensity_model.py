@@ -26,7 +26,7 @@ mean (:func:`combine`), the weight per contrast subset from the model card
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,30 +214,38 @@ def combine(network_probability: np.ndarray, posterior: np.ndarray, *,
 
 
 def combine_for_session(preproc, volumes: Mapping[str, np.ndarray], brain: np.ndarray,
-                        network_probability: np.ndarray, *, cache_dir: Path | None,
+                        network: np.ndarray | Callable[[], np.ndarray], *,
+                        cache_dir: Path | None,
                         network_weight: float = DEFAULT_NETWORK_WEIGHT) -> tuple[np.ndarray, dict]:
     """The network's probability combined with the intensity model's posterior for one
     preprocessed session (:func:`combine`, with ``network_weight``), and the sidecar's
     ``IntensityModel`` entry.
 
     ``preproc`` has ``images`` (contrast → image on the model grid) and ``brain_mask`` (path);
-    ``volumes`` are those images' arrays, ``brain`` the mask's, ``network_probability`` the
-    network's map, all ``(X, Y, Z)``.  The template fit that carries the atlas priors can fail
-    on an unusual brain, and the mixture needs voxels that every contrast imaged; otherwise the
-    network's probability is returned alone, with a warning and the reason in the entry
-    (``Skipped``).  nilearn's template is written once into ``cache_dir``.
+    ``volumes`` are those images' arrays, ``brain`` the mask's, all ``(X, Y, Z)``.  ``network``
+    is the network's map of that shape, or a function that computes it: it is called only when
+    the map is needed, so that with ``network_weight`` 0 (the posterior alone) the network
+    never runs.  The template fit that carries the atlas priors can fail on an unusual brain,
+    and the mixture needs voxels that every contrast imaged; otherwise the network's
+    probability is returned alone, with a warning and the reason in the entry (``Skipped``).
+    nilearn's template is written once into ``cache_dir``.
     """
     from bids_mdpp.atlas_priors import session_priors
     from bids_mdpp.errors import InputDataError
+
+    def network_map() -> np.ndarray:
+        return network() if callable(network) else network
 
     try:
         priors = session_priors(preproc.images, preproc.brain_mask, cache_dir=cache_dir)
         posterior = lesion_posterior(volumes, brain, priors)
     except (InputDataError, ValueError) as exc:
         LOGGER.warning("intensity model skipped, the network's probability is kept alone: %s", exc)
-        return network_probability, {"Mode": "off", "Skipped": str(exc)}
-    return (combine(network_probability, posterior, network_weight=network_weight),
-            describe("combine", network_weight=network_weight))
+        return network_map(), {"Mode": "off", "Skipped": str(exc)}
+    entry = describe("combine", network_weight=network_weight)
+    if network_weight == 0.0:
+        return posterior.astype(np.float32), entry
+    return combine(network_map(), posterior, network_weight=network_weight), entry
 
 
 def combination_text(network_weight: float) -> str:

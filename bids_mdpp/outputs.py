@@ -469,7 +469,8 @@ def write_session_outputs(
         Extra QC flags for the mask sidecar (e.g. ``{"RegistrationCost": {"T1w": -0.61}}``).
     inference
         How the network ran (:attr:`bids_mdpp.inference.Predictor.settings`: ``Precision``,
-        ``TestTimeAugmentation``), recorded as ``Inference`` in both sidecars.
+        ``TestTimeAugmentation``; or ``NetworkSkipped``, why it did not) and the intensity
+        model's entry (``IntensityModel``), recorded as ``Inference`` in both sidecars.
     """
     output_dir = Path(output_dir)
     paths = derivative_paths(output_dir, inputs, preproc.reference)

@@ -150,24 +150,38 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
     )
     volumes = {c: np.asarray(nib.load(p).dataobj, dtype=np.float32) for c, p in preproc.images.items()}
     brain = np.asarray(nib.load(preproc.brain_mask).dataobj) > 0
-    LOGGER.info("%s: segmenting (modality code %s)", usable.key, predictor.code_for(usable.contrasts))
-    started = time.perf_counter()
-    probability = predictor.predict(volumes, brain)
-    LOGGER.info("%s: segmented in %.1f s (%s)", usable.key, time.perf_counter() - started,
-                predictor.precision_used)
-    inference = {**predictor.settings, "IntensityModel": {"Mode": "off"}}
-    if config.intensity_model != "off":
+
+    def segment():
+        LOGGER.info("%s: segmenting (modality code %s)", usable.key,
+                    predictor.code_for(usable.contrasts))
         started = time.perf_counter()
-        probability, inference["IntensityModel"] = combine_for_session(
-            preproc, volumes, brain, probability,
-            cache_dir=config.effective_work_dir / "templates",
-            network_weight=card.network_weight_for(usable.contrasts))
-        if "Skipped" in inference["IntensityModel"]:
+        probability = predictor.predict(volumes, brain)
+        LOGGER.info("%s: segmented in %.1f s (%s)", usable.key, time.perf_counter() - started,
+                    predictor.precision_used)
+        return probability
+
+    if config.intensity_model == "off":
+        probability, intensity, network_ran = segment(), {"Mode": "off"}, True
+    else:
+        # where the card gives the network no weight for these contrasts, it runs only if the
+        # intensity model cannot be fitted
+        network_weight = card.network_weight_for(usable.contrasts)
+        network = segment if network_weight == 0.0 else segment()
+        started = time.perf_counter()
+        probability, intensity = combine_for_session(
+            preproc, volumes, brain, network,
+            cache_dir=config.effective_work_dir / "templates", network_weight=network_weight)
+        network_ran = network_weight != 0.0 or "Skipped" in intensity
+        if "Skipped" in intensity:
             skipped = ("the intensity model was skipped, so this map is the network's alone ("
-                       f"{inference['IntensityModel']['Skipped']})")
+                       f"{intensity['Skipped']})")
             caution = f"{caution}; {skipped}" if caution else skipped
         LOGGER.info("%s: intensity model fitted and combined in %.1f s", usable.key,
                     time.perf_counter() - started)
+    inference = ({**predictor.settings} if network_ran else
+                 {"NetworkSkipped": "the model card gives the network no weight for these "
+                                    "contrasts with the intensity model"})
+    inference["IntensityModel"] = intensity
     LOGGER.info("%s: writing outputs", usable.key)
     started = time.perf_counter()
     prob_native = to_native(probability, preproc, order=1)

@@ -208,6 +208,18 @@ def test_the_participant_level_combines_or_falls_back_to_the_network(tmp_path, m
                                        network_weight=0.0)
     assert entry["NetworkWeight"] == 0.0
     assert np.allclose(alone, lesion_posterior(volumes, brain, priors))  # no 0.3 floor
+    # the network's map may come from a function, called only when the map is needed
+    calls = []
+
+    def predict():
+        calls.append(1)
+        return network
+
+    lazy, _ = combine_for_session(preproc, volumes, brain, predict, cache_dir=tmp_path,
+                                  network_weight=0.0)
+    assert not calls and np.array_equal(lazy, alone) and lazy.dtype == np.float32
+    lazy, _ = combine_for_session(preproc, volumes, brain, predict, cache_dir=tmp_path)
+    assert calls == [1] and np.allclose(lazy, combined)
 
     def failing_fit(*args, name, **kwargs):
         raise InputDataError(name, "registration to the template failed")
@@ -215,6 +227,10 @@ def test_the_participant_level_combines_or_falls_back_to_the_network(tmp_path, m
     monkeypatch.setattr(atlas_priors, "priors_on_grid", failing_fit)
     kept, entry = combine_for_session(preproc, volumes, brain, network, cache_dir=tmp_path)
     assert kept is network
+    # with no weight for the network, it runs after all when the mixture cannot be fitted
+    kept, _ = combine_for_session(preproc, volumes, brain, predict, cache_dir=tmp_path,
+                                  network_weight=0.0)
+    assert kept is network and calls == [1, 1]
     assert entry["Mode"] == "off" and "FLAIR.nii.gz" in entry["Skipped"]
     assert "registration to the template failed" in entry["Skipped"]
 

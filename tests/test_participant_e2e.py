@@ -197,11 +197,16 @@ def test_a_card_that_gives_the_network_no_weight_segments_with_the_intensity_mod
     assert run_cli([args[0], weighted, *args[1:], "--model", tiny_model]) == 0
     assert run_cli([args[0], alone, *args[1:], "--model", model]) == 0
     name = "sub-02/anat/sub-02_label-lesion_probseg"
-    entry = json.loads((alone / f"{name}.json").read_text())["Inference"]["IntensityModel"]
+    inference = json.loads((alone / f"{name}.json").read_text())["Inference"]
+    entry = inference["IntensityModel"]
     assert entry["Mode"] == "combine" and entry["NetworkWeight"] == 0.0
     assert entry["Combination"].startswith("the posterior alone")
-    assert json.loads((weighted / f"{name}.json").read_text())["Inference"]["IntensityModel"][
-        "NetworkWeight"] == 0.5
+    # the network did not run: no precision to record, and the sidecar says why
+    assert "Precision" not in inference and "no weight" in inference["NetworkSkipped"]
+    assert "segmenting" not in next((alone / "logs").glob("*.log")).read_text()
+    weighted_inference = json.loads((weighted / f"{name}.json").read_text())["Inference"]
+    assert weighted_inference["IntensityModel"]["NetworkWeight"] == 0.5
+    assert "Precision" in weighted_inference and "NetworkSkipped" not in weighted_inference
     p_alone = np.asarray(nib.load(alone / f"{name}.nii.gz").dataobj)
     p_weighted = np.asarray(nib.load(weighted / f"{name}.nii.gz").dataobj)
     assert not np.allclose(p_alone, p_weighted, atol=1e-3)

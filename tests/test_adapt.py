@@ -327,7 +327,7 @@ def test_the_teacher_averages_the_network_with_the_intensity_model(tmp_path, mon
     # a card that gives the network no weight for the teacher's contrasts: another teacher,
     # recomputed, the posterior alone
     weight["T1w+FLAIR"] = 0.0
-    _, entry, teacher = teach("combine")
+    _, entry, teacher = teach("combine", broken)  # the network does not run
     assert entry["NetworkWeight"] == 0.0 and len(seen) == 2
     assert np.allclose(teacher[blob], 1.0) and np.allclose(teacher[~blob], 0.0)
     weight["T1w+FLAIR"] = 0.5

@@ -153,12 +153,12 @@ def teacher_cache(key: str, subject: str, preproc, base, predictor, directory: P
     brain = np.asarray(nib.load(str(preproc.brain_mask)).dataobj) > 0
     LOGGER.info("%s: teacher: the base model on %s%s", key, ", ".join(contrasts),
                 ", averaged with the intensity model" if intensity_model != "off" else "")
-    probability = predictor.predict(volumes, brain)
-    entry = {"Mode": "off"}
-    if intensity_model != "off":
-        probability, entry = combine_for_session(preproc, volumes, brain, probability,
-                                                 cache_dir=templates_dir,
-                                                 network_weight=network_weight)
+    if intensity_model == "off":
+        probability, entry = predictor.predict(volumes, brain), {"Mode": "off"}
+    else:  # the network runs only if its map is needed (its weight, or the mixture's failure)
+        probability, entry = combine_for_session(
+            preproc, volumes, brain, lambda: predictor.predict(volumes, brain),
+            cache_dir=templates_dir, network_weight=network_weight)
         if "Skipped" in entry:
             LOGGER.warning("%s: the network's map teaches alone (%s)", key, entry["Skipped"])
     directory.mkdir(parents=True, exist_ok=True)

@@ -152,8 +152,8 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
         else:
             how = (f"The network's probability map (weight {weight:g}) was then combined with "
                    f"(weight {1.0 - weight:g})")
-        text += (f" {how} the lesion posterior of a Gaussian mixture of tissue and lesion intensities fitted to the session, in "
-                 f"the manner of SAMSEG {_cite('cerri2021')}: four classes (cerebrospinal fluid, "
+        text += (f" {how} the lesion posterior of a Gaussian mixture of tissue and lesion "
+                 f"intensities fitted to the session, in the manner of SAMSEG {_cite('cerri2021')}: four classes (cerebrospinal fluid, "
                  f"grey matter, white matter, lesion), each a Gaussian over the contrasts present, "
                  f"fitted by expectation-maximisation inside the brain mask with spatial priors "
                  f"from the MNI152 template's tissue probability maps {_cite('mni152')} and the "

@@ -10,14 +10,19 @@ class prior at a voxel is spatial (:mod:`bids_mdpp.atlas_priors`)::
     P(lesion)   = min(LESION_PRIOR_SCALE × lesion frequency, MAX_LESION_PRIOR)
     P(tissue k) = (1 − P(lesion)) × tissue atlas k
 
-Expectation–maximisation (:data:`ITERATIONS` rounds) fits the means and covariances and
-returns each voxel's posterior probability of lesion.  The lesion class starts at the
-white-matter mean shifted by :data:`INITIAL_SHIFT_SD` white-matter standard deviations
-(darker on T1w and ce-T1w, brighter on FLAIR, T2w and PDw), and its mean is held at least
-:data:`MIN_SHIFT_SD` standard deviations on that side of white matter: otherwise the class can
-slide onto white matter itself, or onto grey matter's partial volume.  On ce-T1w most MS
-lesions are dark, as on T1w; the enhancing ones are few and small, and a lesion class free to
-cross white matter there drifts onto vessels and grey matter.
+Expectation–maximisation (:data:`ITERATIONS` rounds) fits the means and covariances and returns
+each voxel's posterior probability of lesion.  In the contrasts that separate lesions from
+white matter (:func:`held_contrasts`), the lesion class starts at the white-matter mean shifted
+by :data:`INITIAL_SHIFT_SD` white-matter standard deviations (darker on T1w and ce-T1w,
+brighter on FLAIR, T2w and PDw; in the other contrasts it starts at the white-matter mean), and
+its mean is held at least :data:`MIN_SHIFT_SD` standard deviations on that side of white
+matter: otherwise the class can slide onto white matter itself, or onto grey matter's partial
+volume.  Where the session has a contrast in which lesions are bright (FLAIR, T2w, PDw), only
+those are held: many MS lesions are as bright as white matter on T1-weighted images (only some
+are "black holes"), and a class held dark there as well misses them.  On T1-weighted images
+alone, T1w and ce-T1w are held dark: most MS lesions are dark on ce-T1w, as on T1w, the
+enhancing ones are few and small, and a lesion class free to cross white matter there drifts
+onto vessels and grey matter.
 
 The participant level combines the posterior with the network's probability as a weighted
 mean (:func:`combine`), the weight per contrast subset from the model card
@@ -38,8 +43,9 @@ from bids_mdpp.config import DEFAULT_NETWORK_WEIGHT, INTENSITY_MODEL_MODES
 LOGGER = logging.getLogger("bids_mdpp")
 
 #: Version of the model's definition, for caches of its results (raise it when the posterior
-#: of the same images changes; 2: ce-T1w lesions held dark).
-VERSION = 2
+#: of the same images changes; 2: ce-T1w lesions held dark; 3: T1-weighted contrasts held only
+#: without a bright-lesion contrast).
+VERSION = 3
 #: Expectation–maximisation rounds.
 ITERATIONS = 25
 #: Lesion prior = this × the atlas's lesion frequency, capped at MAX_LESION_PRIOR.
@@ -153,24 +159,32 @@ def fit_mixture(x: np.ndarray, prior: np.ndarray, contrasts: Sequence[str], *,
     ``x`` has shape ``(N, C)`` (intensities of N voxels over the C ``contrasts``) and
     ``prior`` ``(4, N)`` (:func:`class_prior`).  Each round re-estimates the Gaussians from
     the current posteriors (the first from the priors, the lesion class then starting beside
-    white matter), holds the lesion mean on its side of white matter, and updates the
-    posteriors.
+    white matter), holds the lesion mean on its side of white matter in the
+    :func:`held_contrasts`, and updates the posteriors.
     """
     sign = np.array([LESION_SIGN[c] for c in contrasts])
+    held = np.isin(contrasts, held_contrasts(contrasts))
     posterior = prior
     fit = None
     for iteration in range(iterations):
         means, covariances = _weighted_gaussians(x, posterior)
         wm_sd = np.sqrt(np.diag(covariances[2]))
         if iteration == 0:
-            means[3] = means[2] + INITIAL_SHIFT_SD * sign * wm_sd
+            means[3] = means[2] + INITIAL_SHIFT_SD * (sign * held) * wm_sd
             covariances[3] = covariances[2].copy()
         bound = means[2] + MIN_SHIFT_SD * sign * wm_sd
-        too_close = sign * (means[3] - bound) < 0
+        too_close = held & (sign * (means[3] - bound) < 0)
         means[3] = np.where(too_close, bound, means[3])
         fit = MixtureFit(means=np.stack(means), covariances=np.stack(covariances))
         posterior = class_posteriors(x, prior, fit)
     return fit
+
+
+def held_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
+    """The contrasts in which the lesion mean is held on its side of white matter: those where
+    lesions are bright (FLAIR, T2w, PDw) when the session has one, else all (T1w, ce-T1w)."""
+    bright = tuple(c for c in contrasts if LESION_SIGN[c] > 0)
+    return bright or tuple(contrasts)
 
 
 def _weighted_gaussians(x: np.ndarray, weights: np.ndarray) -> tuple[list, list]:
@@ -279,7 +293,9 @@ def describe(mode: str, *, network_weight: float = DEFAULT_NETWORK_WEIGHT) -> di
         "LesionPrior": f"{LESION_PRIOR_SCALE:g} x lesion frequency of 27 MSLUB patients "
                        f"(capped at {MAX_LESION_PRIOR:g})",
         "Iterations": ITERATIONS,
-        "MinimumLesionShift": f"{MIN_SHIFT_SD:g} white-matter standard deviations",
+        "MinimumLesionShift": f"{MIN_SHIFT_SD:g} white-matter standard deviations (in FLAIR, "
+                              f"T2w and PDw; in T1w and ce-T1w, darker, when none of those is "
+                              f"given)",
         "Combination": combination_text(network_weight),
         "NetworkWeight": network_weight,
     }

@@ -122,7 +122,8 @@ def test_the_intensity_model_is_described_with_the_networks_weight(weight, phras
     entry = {"Mode": "combine"} if weight is None else {"Mode": "combine", "NetworkWeight": weight}
     text = methods_text(PREPROC, {**SUMMARY, "Inference": {"IntensityModel": entry}})
     assert phrase in text
-    assert "held darker than white matter on T1w and ce-T1w and brighter on FLAIR" in text
+    assert ("held brighter than white matter on FLAIR, T2w and PDw, or, with T1-weighted images "
+            "alone, darker on T1w and ce-T1w") in text
     assert IN_TEXT["cerri2021"] in text
     assert "Gaussian mixture" not in methods_text(
         PREPROC, {**SUMMARY, "Inference": {"IntensityModel": {"Mode": "off"}}})

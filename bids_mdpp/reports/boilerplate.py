@@ -159,8 +159,8 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
                  f"from the MNI152 template's tissue probability maps {_cite('mni152')} and the "
                  f"lesion frequency of 27 patients of the MSLUB database {_cite('lesjak2018')}, "
                  f"carried onto the session by an affine registration; the lesion class was held "
-                 f"darker than white matter on T1w and ce-T1w and brighter on FLAIR, T2w and "
-                 f"PDw.")
+                 f"brighter than white matter on FLAIR, T2w and PDw, or, with T1-weighted "
+                 f"images alone, darker on T1w and ce-T1w.")
     if shipped_model:
         text += (f" The shipped model was trained on data derived from the MSLUB database "
                  f"{_cite('lesjak2018')}.")

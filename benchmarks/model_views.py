@@ -115,14 +115,18 @@ CARD_VIEWS = tuple(name for name in AVERAGED if name != "seconds")
 
 def dataset_kind(data_dir: Path) -> str:
     """``synthetic`` for a dataset ``bids_mdpp synth`` wrote (its dataset_description.json's
-    ``GeneratedBy``), else ``real``; the card's real-scan DSC reads only ``real`` views."""
+    ``GeneratedBy``), ``lesion-filled`` for one ``benchmarks/lesion_filled.py`` wrote (real
+    images whose lesions were filled), else ``real``; the card's real-scan DSC reads only
+    ``real`` views."""
     try:
         description = json.loads((data_dir / "dataset_description.json").read_text("utf-8"))
     except (OSError, ValueError):
         return "real"
     generators = description.get("GeneratedBy") if isinstance(description, dict) else None
     names = [g.get("Name") for g in generators or [] if isinstance(g, dict)]
-    return "synthetic" if "bids_mdpp synth" in names else "real"
+    if "bids_mdpp synth" in names:
+        return "synthetic"
+    return "lesion-filled" if "benchmarks/lesion_filled.py" in names else "real"
 
 
 def card_views(result: dict) -> dict:

@@ -11,7 +11,12 @@ class prior at a voxel is spatial (:mod:`bids_mdpp.atlas_priors`)::
     P(tissue k) = (1 − P(lesion)) × tissue atlas k
 
 Expectation–maximisation (:data:`ITERATIONS` rounds) fits the means and covariances and returns
-each voxel's posterior probability of lesion.  In the contrasts that separate lesions from
+each voxel's posterior probability of lesion, set to 0 at a voxel that does not itself lie
+beyond the bound below in every one of FLAIR, T2w and PDw that imaged it
+(:func:`masked_contrasts`; every lesion stands out there): the class's covariance is wide
+enough to reach voxels that only the other contrasts make lesion-like (partial volume with
+CSF, bright on T2w and dark on T1w but not bright on FLAIR), which on a brain with few lesions
+is where it settles.  In the contrasts that separate lesions from
 white matter (:func:`held_contrasts`), the lesion class starts at the white-matter mean shifted
 by :data:`INITIAL_SHIFT_SD` white-matter standard deviations (darker on T1w and ce-T1w,
 brighter on FLAIR, T2w and PDw; in the other contrasts it starts at the white-matter mean), and
@@ -44,8 +49,9 @@ LOGGER = logging.getLogger("bids_mdpp")
 
 #: Version of the model's definition, for caches of its results (raise it when the posterior
 #: of the same images changes; 2: ce-T1w lesions held dark; 3: T1-weighted contrasts held only
-#: without a bright-lesion contrast).
-VERSION = 3
+#: without a bright-lesion contrast; 4: voxels short of the bound in the masked contrasts are
+#: not lesion).
+VERSION = 4
 #: Expectation–maximisation rounds.
 ITERATIONS = 25
 #: Lesion prior = this × the atlas's lesion frequency, capped at MAX_LESION_PRIOR.
@@ -121,8 +127,25 @@ def lesion_posterior(volumes: Mapping[str, np.ndarray], brain_mask: np.ndarray,
         restricted = MixtureFit(means=fit.means[:, dims],
                                 covariances=fit.covariances[:, dims][:, :, dims])
         posterior[rows] = class_posteriors(x[rows][:, dims], prior[:, rows], restricted)[3]
+    posterior *= beyond_bound(x, fit, contrasts)
     out[inside] = posterior
     return out
+
+
+def lesion_bound(fit: MixtureFit, contrasts: Sequence[str]) -> np.ndarray:
+    """The intensity ``(C,)`` :data:`MIN_SHIFT_SD` white-matter standard deviations from the
+    white-matter mean, on the lesion side of each contrast (:data:`LESION_SIGN`)."""
+    sign = np.array([LESION_SIGN[c] for c in contrasts])
+    return fit.means[2] + MIN_SHIFT_SD * sign * np.sqrt(np.diag(fit.covariances[2]))
+
+
+def beyond_bound(x: np.ndarray, fit: MixtureFit, contrasts: Sequence[str]) -> np.ndarray:
+    """Whether each voxel of ``x`` ``(N, C)`` lies beyond :func:`lesion_bound` in every one of
+    the :func:`masked_contrasts` that imaged it (boolean ``(N,)``; True where none did)."""
+    sign = np.array([LESION_SIGN[c] for c in contrasts])
+    masked = np.isin(contrasts, masked_contrasts(contrasts))
+    short = (sign * (x - lesion_bound(fit, contrasts)) < 0) & (x > NOT_IMAGED) & masked
+    return ~short.any(axis=1)
 
 
 @dataclass(frozen=True)
@@ -185,6 +208,14 @@ def held_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
     lesions are bright (FLAIR, T2w, PDw) when the session has one, else all (T1w, ce-T1w)."""
     bright = tuple(c for c in contrasts if LESION_SIGN[c] > 0)
     return bright or tuple(contrasts)
+
+
+def masked_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
+    """The contrasts in which a voxel must lie beyond the bound to be lesion
+    (:func:`beyond_bound`): those where every lesion is bright (FLAIR, T2w, PDw); none on
+    T1-weighted images alone, where many lesions are as bright as white matter and a voxel
+    short of the bound may still be one (a posterior of 0 there was over-confident)."""
+    return tuple(c for c in contrasts if LESION_SIGN[c] > 0)
 
 
 def _weighted_gaussians(x: np.ndarray, weights: np.ndarray) -> tuple[list, list]:
@@ -296,6 +327,9 @@ def describe(mode: str, *, network_weight: float = DEFAULT_NETWORK_WEIGHT) -> di
         "MinimumLesionShift": f"{MIN_SHIFT_SD:g} white-matter standard deviations (in FLAIR, "
                               f"T2w and PDw; in T1w and ce-T1w, darker, when none of those is "
                               f"given)",
+        "LesionIntensityMask": f"a voxel is lesion only at least {MIN_SHIFT_SD:g} white-matter "
+                               f"standard deviations brighter than the white-matter mean in "
+                               f"each of FLAIR, T2w and PDw given (none on T1w or ce-T1w)",
         "Combination": combination_text(network_weight),
         "NetworkWeight": network_weight,
     }

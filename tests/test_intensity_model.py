@@ -7,8 +7,10 @@ import pytest
 
 from bids_mdpp import atlas_priors
 from bids_mdpp.atlas_priors import AtlasPriors, carry_priors, lesion_atlas_paths, template_maps
-from bids_mdpp.intensity_model import (MIN_SHIFT_SD, class_posteriors, class_prior, combine,
-                                       describe, fit_mixture, held_contrasts, lesion_posterior)
+from bids_mdpp import intensity_model
+from bids_mdpp.intensity_model import (MIN_SHIFT_SD, beyond_bound, class_posteriors, class_prior,
+                                       combine, describe, fit_mixture, held_contrasts,
+                                       lesion_bound, lesion_posterior, masked_contrasts)
 
 SHAPE = (36, 36, 36)
 #: Normalised intensities (white-matter peak −0.5) per tissue: CSF, GM, WM.
@@ -103,6 +105,44 @@ def test_the_fit_holds_the_lesion_class_beside_white_matter_and_posteriors_sum_t
         _, _, fit = _fit(volumes, brain, priors, contrasts)
         shift = side * (fit.means[3] - fit.means[2]) / np.sqrt(np.diag(fit.covariances[2]))
         assert (shift >= MIN_SHIFT_SD - 1e-9).all(), contrasts
+
+
+def test_a_voxel_lesion_like_only_outside_the_masked_contrasts_is_not_lesion(monkeypatch):
+    # a FLAIR + T2w lesion, and a blob brighter on T2w but barely (one noise SD) on FLAIR
+    # (partial volume with CSF, a perivascular space): the lesion Gaussian reaches it, the mask
+    # on FLAIR keeps only the voxels that noise lifts past the bound
+    volumes, brain, blob, priors = phantom(("FLAIR", "T2w"), {"FLAIR": 0.25, "T2w": 0.3})
+    z, y, x = np.indices(SHAPE) - np.array(SHAPE)[:, None, None, None] / 2 + 0.5
+    other = np.sqrt((x + 8) ** 2 + y ** 2 + z ** 2) < 3.5
+    volumes["T2w"][other] += 0.45
+    volumes["FLAIR"][other] += NOISE_SD
+    posterior = lesion_posterior(volumes, brain, priors)
+    assert dice(posterior >= 0.5, blob) > 0.9
+    assert (posterior[other] >= 0.5).sum() < 0.15 * other.sum()
+    monkeypatch.setattr(intensity_model, "masked_contrasts", lambda contrasts: ())
+    unmasked = lesion_posterior(volumes, brain, priors)
+    assert (unmasked[other] >= 0.5).mean() > 0.9          # what the mask is for
+    # every voxel short of the bound on FLAIR has posterior 0
+    contrasts = ("FLAIR", "T2w")
+    xs, prior, fit = _fit(volumes, brain, priors, contrasts, iterations=25)
+    bound = lesion_bound(fit, contrasts)
+    monkeypatch.undo()
+    posterior = lesion_posterior(volumes, brain, priors)[brain]
+    assert posterior[xs[:, 0] < bound[0]].max() == 0.0
+
+
+def test_the_mask_reads_the_contrasts_that_imaged_each_voxel():
+    contrasts = ("FLAIR", "T2w")
+    fit = intensity_model.MixtureFit(means=np.zeros((4, 2)) + [[0, 0], [0, 0], [-0.5, -0.5], [0, 0]],
+                                     covariances=np.stack([np.eye(2) * 0.01] * 4))
+    # bound: -0.5 + 2 x 0.1 = -0.3 in both
+    x = np.array([[-0.2, -0.2], [-0.4, -0.2], [-0.2, -0.4], [-1.0, -0.2], [-1.0, -1.0]])
+    assert beyond_bound(x, fit, contrasts).tolist() == [True, False, False, True, True]
+    assert masked_contrasts(("T1w", "FLAIR", "T2w", "ceT1w")) == ("FLAIR", "T2w")
+    assert masked_contrasts(("ceT1w", "PDw")) == ("PDw",)
+    # on T1-weighted images alone nothing is masked: many lesions are not darker than the bound
+    assert masked_contrasts(("T1w", "ceT1w")) == () and masked_contrasts(("T1w",)) == ()
+    assert beyond_bound(np.array([[-0.8], [-0.5], [-0.2]]), fit, ("T1w",)).all()
 
 
 def test_t1_weighted_contrasts_are_held_dark_only_without_a_bright_lesion_contrast():

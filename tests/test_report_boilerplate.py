@@ -123,7 +123,8 @@ def test_the_intensity_model_is_described_with_the_networks_weight(weight, phras
     text = methods_text(PREPROC, {**SUMMARY, "Inference": {"IntensityModel": entry}})
     assert phrase in text
     assert ("held brighter than white matter on FLAIR, T2w and PDw, or, with T1-weighted images "
-            "alone, darker on T1w and ce-T1w") in text
+            "alone, darker on T1w and ce-T1w, and a voxel was lesion only where it lay as far "
+            "from white matter itself on FLAIR, T2w and PDw") in text
     assert IN_TEXT["cerri2021"] in text
     assert "Gaussian mixture" not in methods_text(
         PREPROC, {**SUMMARY, "Inference": {"IntensityModel": {"Mode": "off"}}})

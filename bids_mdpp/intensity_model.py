@@ -191,23 +191,23 @@ def fit_mixture(x: np.ndarray, prior: np.ndarray, contrasts: Sequence[str], *,
     fit = None
     for iteration in range(iterations):
         means, covariances = _weighted_gaussians(x, posterior)
-        wm_sd = np.sqrt(np.diag(covariances[2]))
         if iteration == 0:
+            wm_sd = np.sqrt(np.diag(covariances[2]))
             means[3] = means[2] + INITIAL_SHIFT_SD * (sign * held) * wm_sd
             covariances[3] = covariances[2].copy()
-        bound = means[2] + MIN_SHIFT_SD * sign * wm_sd
-        too_close = held & (sign * (means[3] - bound) < 0)
-        means[3] = np.where(too_close, bound, means[3])
         fit = MixtureFit(means=np.stack(means), covariances=np.stack(covariances))
+        bound = lesion_bound(fit, contrasts)
+        too_close = held & (sign * (fit.means[3] - bound) < 0)
+        fit.means[3] = np.where(too_close, bound, fit.means[3])
         posterior = class_posteriors(x, prior, fit)
     return fit
 
 
 def held_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
     """The contrasts in which the lesion mean is held on its side of white matter: those where
-    lesions are bright (FLAIR, T2w, PDw) when the session has one, else all (T1w, ce-T1w)."""
-    bright = tuple(c for c in contrasts if LESION_SIGN[c] > 0)
-    return bright or tuple(contrasts)
+    lesions are bright (FLAIR, T2w, PDw: the :func:`masked_contrasts`) when the session has
+    one, else all (T1w, ce-T1w)."""
+    return masked_contrasts(contrasts) or tuple(contrasts)
 
 
 def masked_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:

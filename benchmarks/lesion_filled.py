@@ -233,12 +233,15 @@ def _write_descriptions(data: Path, out: Path, *, low_load_mm3: float, seed: int
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mslub-cross")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mslub-cross",
+                        help="labelled BIDS dataset whose lesions are filled (default: mslub-cross)")
     parser.add_argument("--labels", type=Path, default=None,
                         help="reference masks (default: DATA/derivatives/manual)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--low-load-mm3", type=float, default=1000.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True,
+                        help="new BIDS dataset to write (absent or empty)")
+    parser.add_argument("--low-load-mm3", type=float, default=1000.0,
+                        help="most lesion volume kept in the low-load copy, mm3 (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fill's noise")
     args = parser.parse_args(argv)
     if args.low_load_mm3 <= 0:
         parser.error(f"--low-load-mm3 must be positive, got {args.low_load_mm3:g}")

@@ -125,7 +125,7 @@ def fill(images: dict[str, np.ndarray], brain: np.ndarray, label: np.ndarray,
     voxel_mm = np.asarray(voxel_mm, float)
     removed = label & ~keep
     grow = ndimage.distance_transform_edt(~removed, sampling=voxel_mm) <= GROWTH_MM
-    near_kept = ndimage.binary_dilation(keep) if keep.any() else np.zeros_like(keep)
+    near_kept = ndimage.binary_dilation(keep)
     wm = white_matter(images, brain, label, voxel_mm)
     t1 = images.get("T1w", images.get("ceT1w"))
     region = grow & brain & ~near_kept
@@ -156,13 +156,12 @@ def write_dataset(data: Path, labels: Path, out: Path, *, low_load_mm3: float, s
     from bids_mdpp.bids import discover, find_reference_mask
 
     records = []
-    sessions = [s for s in discover(data)
-                if find_reference_mask(labels, s.subject, s.session) is not None]
+    found = [(s, find_reference_mask(labels, s.subject, s.session)) for s in discover(data)]
+    sessions = [(s, Path(mask)) for s, mask in found if mask is not None]
     if not sessions:
         raise SystemExit(f"{labels}: no reference mask for any session of {data}")
     out.mkdir(parents=True, exist_ok=True)
-    for number, inputs in enumerate(sessions):
-        mask_path = Path(find_reference_mask(labels, inputs.subject, inputs.session))
+    for number, (inputs, mask_path) in enumerate(sessions):
         mask_image = nib.load(str(mask_path))
         label = np.asarray(mask_image.dataobj) > 0
         paths = {contrast: Path(path) for contrast, path in inputs.files.items()}

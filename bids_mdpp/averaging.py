@@ -55,8 +55,18 @@ def parse_weights(text: str, count: int) -> list[float]:
         weights = [float(w) for w in text.split(",")]
     except ValueError as exc:
         raise UsageError(f"--weights {text!r}: give numbers separated by commas") from exc
-    if len(weights) != count or min(weights) < 0 or sum(weights) <= 0:
-        raise UsageError(f"--weights {text!r}: give {count} non-negative numbers, not all 0")
+    return check_weights(weights, count, what=f"--weights {text!r}")
+
+
+def check_weights(weights: Sequence[float], count: int, *, what: str = "weights") -> list[float]:
+    """``weights`` as floats, checked to be ``count`` non-negative numbers, not all 0.
+
+    Raises :class:`UsageError` starting with ``what`` (the option or argument) otherwise.
+    """
+    weights = [float(w) for w in weights]
+    if len(weights) != count or min(weights, default=0.0) < 0 or sum(weights) <= 0:
+        raise UsageError(f"{what}: give {count} non-negative numbers, not all 0 (got "
+                         f"{len(weights)}: {weights})")
     return weights
 
 
@@ -79,11 +89,8 @@ def average_models(model_dirs: Sequence[os.PathLike | str], weights: Sequence[fl
     """The network whose weights are the weighted mean of ``model_dirs``', and its card."""
     if len(model_dirs) < 2:
         raise UsageError("give at least two models to average")
-    weights = [1.0] * len(model_dirs) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(model_dirs):
-        raise UsageError(f"{len(weights)} weights for {len(model_dirs)} models")
-    if min(weights) < 0 or sum(weights) <= 0:
-        raise UsageError(f"weights must be non-negative and not all 0, got {weights}")
+    weights = check_weights([1.0] * len(model_dirs) if weights is None else weights,
+                            len(model_dirs), what=f"weights of {len(model_dirs)} models")
     models = [load_model(d, device="cpu") for d in model_dirs]
     for model in models:
         if model.anchor_network is not None:

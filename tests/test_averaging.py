@@ -97,7 +97,7 @@ def test_a_model_with_anchor_weights_is_refused_by_name(tmp_path):
 
 
 @pytest.mark.parametrize("weights, message", [
-    ([1.0], "1 weights for 2 models"),
+    ([1.0], r"weights of 2 models: give 2 non-negative numbers.*got 1"),
     ([0.0, 0.0], "not all 0"),
     ([1.0, -1.0], "non-negative"),
 ])

@@ -49,8 +49,8 @@ _FRAMES: dict[str, tuple[tuple[int, int, int], ...]] = {
 #: The clean grid: FSL MNI152 1 mm (LAS), as in mslub-cross.
 CLEAN_SHAPE = (182, 218, 182)
 CLEAN_AFFINE = np.array([[-1.0, 0, 0, 90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 0, 0, 1]])
-#: Full width at half maximum of a Gaussian = this × sigma.
-FWHM_PER_SIGMA = 2.3548
+#: Full width at half maximum of a Gaussian = this × sigma (2√(2 ln 2)).
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 #: Margin around the brain kept when the image has a head (mm) or not.
 HEAD_MARGIN_MM, BRAIN_MARGIN_MM = 36.0, 4.0
 #: Samples per slice thickness when simulating the slice profile.

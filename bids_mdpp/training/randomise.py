@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from bids_mdpp.synth.acquisition import FWHM_PER_SIGMA
+
 #: Intensity knots of the contrast remapping, as multiples of the white-matter level.
 CONTRAST_KNOTS = (0.0, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
 #: Index of the white-matter knot (1.0), the fixed point of the remapping.
 WM_KNOT = 2
-#: Full width at half maximum of a Gaussian, in standard deviations.
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,11 @@ beyond the bound below in every one of FLAIR, T2w and PDw that imaged it
 (:func:`masked_contrasts`; every lesion stands out there): the class's covariance is wide
 enough to reach voxels that only the other contrasts make lesion-like (partial volume with
 CSF, bright on T2w and dark on T1w but not bright on FLAIR), which on a brain with few lesions
-is where it settles.  In the contrasts that separate lesions from
+is where it settles.  Without FLAIR, the contrasts left where lesions are bright (T2w, PDw)
+make CSF bright as well, and its partial volume beside the ventricles is what the class
+settles on; a voxel darker than grey matter's mean by :data:`GREY_FLOOR_SD` grey-matter
+standard deviations on T1w or ce-T1w (:func:`floored_contrasts`), as dark as CSF, is then not
+lesion either (few lesion voxels are: 2.5 % of a real patient's).  In the contrasts that separate lesions from
 white matter (:func:`held_contrasts`), the lesion class starts at the white-matter mean shifted
 by :data:`INITIAL_SHIFT_SD` white-matter standard deviations (darker on T1w and ce-T1w,
 brighter on FLAIR, T2w and PDw; in the other contrasts it starts at the white-matter mean), and
@@ -50,8 +54,8 @@ LOGGER = logging.getLogger("bids_mdpp")
 #: Version of the model's definition, for caches of its results (raise it when the posterior
 #: of the same images changes; 2: ce-T1w lesions held dark; 3: T1-weighted contrasts held only
 #: without a bright-lesion contrast; 4: voxels short of the bound in the masked contrasts are
-#: not lesion).
-VERSION = 4
+#: not lesion; 5: without FLAIR, neither are voxels as dark as CSF on T1w or ce-T1w).
+VERSION = 5
 #: Expectation–maximisation rounds.
 ITERATIONS = 25
 #: Lesion prior = this × the atlas's lesion frequency, capped at MAX_LESION_PRIOR.
@@ -63,6 +67,9 @@ MIN_LESION_PRIOR = 1e-4
 INITIAL_SHIFT_SD = 2.5
 #: ... and stays at least this many on the lesion side of it.
 MIN_SHIFT_SD = 2.0
+#: Without FLAIR, a voxel darker than grey matter's mean by this many grey-matter standard
+#: deviations on a T1-weighted contrast (:func:`floored_contrasts`) is not lesion.
+GREY_FLOOR_SD = 2.0
 #: Side of white matter the lesion mean starts on and is held on, per contrast.
 LESION_SIGN = {"T1w": -1.0, "ceT1w": -1.0, "FLAIR": 1.0, "T2w": 1.0, "PDw": 1.0}
 #: Added to every covariance's diagonal (normalised intensity units squared).
@@ -139,13 +146,24 @@ def lesion_bound(fit: MixtureFit, contrasts: Sequence[str]) -> np.ndarray:
     return fit.means[2] + MIN_SHIFT_SD * sign * np.sqrt(np.diag(fit.covariances[2]))
 
 
+def grey_floor(fit: MixtureFit) -> np.ndarray:
+    """The intensity ``(C,)`` :data:`GREY_FLOOR_SD` grey-matter standard deviations darker than
+    the grey-matter mean."""
+    return fit.means[1] - GREY_FLOOR_SD * np.sqrt(np.diag(fit.covariances[1]))
+
+
 def beyond_bound(x: np.ndarray, fit: MixtureFit, contrasts: Sequence[str]) -> np.ndarray:
-    """Whether each voxel of ``x`` ``(N, C)`` lies beyond :func:`lesion_bound` in every one of
-    the :func:`masked_contrasts` that imaged it (boolean ``(N,)``; True where none did)."""
+    """Whether each voxel of ``x`` ``(N, C)`` can be lesion by its own intensities (boolean
+    ``(N,)``): beyond :func:`lesion_bound` in every one of the :func:`masked_contrasts` that
+    imaged it, and not darker than :func:`grey_floor` in any of the :func:`floored_contrasts`
+    that imaged it.  True where no such contrast imaged the voxel."""
     sign = np.array([LESION_SIGN[c] for c in contrasts])
+    imaged = x > NOT_IMAGED
     masked = np.isin(contrasts, masked_contrasts(contrasts))
-    short = (sign * (x - lesion_bound(fit, contrasts)) < 0) & (x > NOT_IMAGED) & masked
-    return ~short.any(axis=1)
+    floored = np.isin(contrasts, floored_contrasts(contrasts))
+    short = (sign * (x - lesion_bound(fit, contrasts)) < 0) & imaged & masked
+    dark = (x < grey_floor(fit)) & imaged & floored
+    return ~(short | dark).any(axis=1)
 
 
 @dataclass(frozen=True)
@@ -216,6 +234,17 @@ def masked_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
     T1-weighted images alone, where many lesions are as bright as white matter and a voxel
     short of the bound may still be one (a posterior of 0 there was over-confident)."""
     return tuple(c for c in contrasts if LESION_SIGN[c] > 0)
+
+
+def floored_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
+    """The T1-weighted contrasts (T1w, ce-T1w) in which a voxel as dark as CSF is not lesion
+    (:func:`grey_floor`): those of a session that has T2w or PDw but no FLAIR, where CSF's
+    partial volume is as bright as a lesion in every other contrast.  With FLAIR (CSF dark
+    there) none; on T1-weighted images alone none either (nothing there tells a dark lesion
+    from CSF's partial volume but the priors)."""
+    if "FLAIR" in contrasts or not masked_contrasts(contrasts):
+        return ()
+    return tuple(c for c in contrasts if LESION_SIGN[c] < 0)
 
 
 def _weighted_gaussians(x: np.ndarray, weights: np.ndarray) -> tuple[list, list]:
@@ -329,7 +358,10 @@ def describe(mode: str, *, network_weight: float = DEFAULT_NETWORK_WEIGHT) -> di
                               f"given)",
         "LesionIntensityMask": f"a voxel is lesion only at least {MIN_SHIFT_SD:g} white-matter "
                                f"standard deviations brighter than the white-matter mean in "
-                               f"each of FLAIR, T2w and PDw given (none on T1w or ce-T1w)",
+                               f"each of FLAIR, T2w and PDw given (none on T1w or ce-T1w); "
+                               f"without FLAIR, with T2w or PDw, not where it is more than "
+                               f"{GREY_FLOOR_SD:g} grey-matter standard deviations darker than "
+                               f"the grey-matter mean on T1w or ce-T1w (as dark as CSF)",
         "Combination": combination_text(network_weight),
         "NetworkWeight": network_weight,
     }

@@ -9,8 +9,9 @@ from bids_mdpp import atlas_priors
 from bids_mdpp.atlas_priors import AtlasPriors, carry_priors, lesion_atlas_paths, template_maps
 from bids_mdpp import intensity_model
 from bids_mdpp.intensity_model import (MIN_SHIFT_SD, beyond_bound, class_posteriors, class_prior,
-                                       combine, describe, fit_mixture, held_contrasts,
-                                       lesion_bound, lesion_posterior, masked_contrasts)
+                                       combine, describe, fit_mixture, floored_contrasts,
+                                       grey_floor, held_contrasts, lesion_bound,
+                                       lesion_posterior, masked_contrasts)
 
 SHAPE = (36, 36, 36)
 #: Normalised intensities (white-matter peak −0.5) per tissue: CSF, GM, WM.
@@ -143,6 +144,46 @@ def test_the_mask_reads_the_contrasts_that_imaged_each_voxel():
     # on T1-weighted images alone nothing is masked: many lesions are not darker than the bound
     assert masked_contrasts(("T1w", "ceT1w")) == () and masked_contrasts(("T1w",)) == ()
     assert beyond_bound(np.array([[-0.8], [-0.5], [-0.2]]), fit, ("T1w",)).all()
+
+
+def test_without_flair_a_voxel_as_dark_as_csf_on_t1w_is_not_lesion(monkeypatch):
+    # T1w + T2w: a lesion (T2w-bright, a little darker than white matter on T1w), and a blob of
+    # CSF's partial volume beside a ventricle (as bright on T2w, but between grey matter and
+    # CSF on T1w); the lesion Gaussian stretches over both unless the floor stops it
+    contrasts = ("T1w", "T2w")
+    volumes, brain, blob, priors = phantom(contrasts, {"T1w": -0.12, "T2w": 0.3})
+    z, y, x = np.indices(SHAPE) - np.array(SHAPE)[:, None, None, None] / 2 + 0.5
+    other = np.sqrt((x + 8) ** 2 + y ** 2 + z ** 2) < 3.5
+    volumes["T2w"][other] += 0.45
+    volumes["T1w"][other] -= 0.25
+    posterior = lesion_posterior(volumes, brain, priors)
+    assert dice(posterior >= 0.5, blob) > 0.95
+    assert (posterior[other] >= 0.5).sum() == 0
+    # every voxel darker than the floor on T1w has posterior 0
+    xs, _, fit = _fit(volumes, brain, priors, contrasts, iterations=25)
+    assert posterior[brain][xs[:, 0] < grey_floor(fit)[0]].max() == 0.0
+    monkeypatch.setattr(intensity_model, "floored_contrasts", lambda contrasts: ())
+    unfloored = lesion_posterior(volumes, brain, priors)
+    assert (unfloored[other] >= 0.5).mean() > 0.9         # what the floor is for
+    assert dice(unfloored >= 0.5, blob) < 0.8
+
+
+def test_the_floor_applies_to_t1_weighted_contrasts_beside_t2w_or_pdw_without_flair():
+    assert floored_contrasts(("T1w", "T2w", "ceT1w")) == ("T1w", "ceT1w")
+    assert floored_contrasts(("ceT1w", "PDw")) == ("ceT1w",)
+    # FLAIR tells CSF apart itself; T1-weighted images alone have nothing to tell it by
+    assert floored_contrasts(("T1w", "FLAIR", "T2w")) == ()
+    assert floored_contrasts(("T1w", "ceT1w")) == () and floored_contrasts(("T2w",)) == ()
+    # grey matter at -0.6 (SD 0.05): the floor is -0.7 on T1w; T2w is masked as before
+    fit = intensity_model.MixtureFit(
+        means=np.array([[-0.9, 0.0], [-0.6, -0.35], [-0.5, -0.5], [-0.6, -0.1]]),
+        covariances=np.stack([np.diag([0.0025, 0.01])] * 4))
+    assert np.allclose(grey_floor(fit), [-0.7, -0.55])
+    x = np.array([[-0.65, -0.2], [-0.75, -0.2], [-1.0, -0.2], [-0.65, -0.45]])
+    # inside / as dark as CSF / T1w did not image it / short of the T2w bound (-0.3)
+    assert beyond_bound(x, fit, ("T1w", "T2w")).tolist() == [True, False, True, False]
+    t1_only = intensity_model.MixtureFit(means=fit.means[:, :1], covariances=fit.covariances[:, :1, :1])
+    assert beyond_bound(x[:, :1], t1_only, ("T1w",)).all()
 
 
 def test_t1_weighted_contrasts_are_held_dark_only_without_a_bright_lesion_contrast():

@@ -124,7 +124,9 @@ def test_the_intensity_model_is_described_with_the_networks_weight(weight, phras
     assert phrase in text
     assert ("held brighter than white matter on FLAIR, T2w and PDw, or, with T1-weighted images "
             "alone, darker on T1w and ce-T1w, and a voxel was lesion only where it lay as far "
-            "from white matter itself on FLAIR, T2w and PDw") in text
+            "from white matter itself on FLAIR, T2w and PDw and, without FLAIR, not where it was "
+            "as dark as cerebrospinal fluid on T1w or ce-T1w (two grey-matter standard "
+            "deviations darker than grey matter)") in text
     assert IN_TEXT["cerri2021"] in text
     assert "Gaussian mixture" not in methods_text(
         PREPROC, {**SUMMARY, "Inference": {"IntensityModel": {"Mode": "off"}}})

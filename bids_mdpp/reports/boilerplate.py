@@ -161,7 +161,9 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
                  f"carried onto the session by an affine registration; the lesion class was held "
                  f"brighter than white matter on FLAIR, T2w and PDw, or, with T1-weighted "
                  f"images alone, darker on T1w and ce-T1w, and a voxel was lesion only where it "
-                 f"lay as far from white matter itself on FLAIR, T2w and PDw.")
+                 f"lay as far from white matter itself on FLAIR, T2w and PDw and, without "
+                 f"FLAIR, not where it was as dark as cerebrospinal fluid on T1w or ce-T1w "
+                 f"(two grey-matter standard deviations darker than grey matter).")
     if shipped_model:
         text += (f" The shipped model was trained on data derived from the MSLUB database "
                  f"{_cite('lesjak2018')}.")

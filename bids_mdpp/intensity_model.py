@@ -20,8 +20,8 @@ is where it settles.  Without FLAIR, the contrasts left where lesions are bright
 make CSF bright as well, and its partial volume beside the ventricles is what the class
 settles on; a voxel darker than grey matter's mean by :data:`GREY_FLOOR_SD` grey-matter
 standard deviations on T1w or ce-T1w (:func:`floored_contrasts`), as dark as CSF, is then not
-lesion either (few lesion voxels are: 2.5 % of a real patient's).  In the contrasts that separate lesions from
-white matter (:func:`held_contrasts`), the lesion class starts at the white-matter mean shifted
+lesion either (few lesion voxels are: 2.5 % of a real patient's).  In the contrasts that
+separate lesions from white matter (:func:`held_contrasts`), the lesion class starts at the white-matter mean shifted
 by :data:`INITIAL_SHIFT_SD` white-matter standard deviations (darker on T1w and ce-T1w,
 brighter on FLAIR, T2w and PDw; in the other contrasts it starts at the white-matter mean), and
 its mean is held at least :data:`MIN_SHIFT_SD` standard deviations on that side of white

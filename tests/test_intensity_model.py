@@ -182,7 +182,8 @@ def test_the_floor_applies_to_t1_weighted_contrasts_beside_t2w_or_pdw_without_fl
     x = np.array([[-0.65, -0.2], [-0.75, -0.2], [-1.0, -0.2], [-0.65, -0.45]])
     # inside / as dark as CSF / T1w did not image it / short of the T2w bound (-0.3)
     assert beyond_bound(x, fit, ("T1w", "T2w")).tolist() == [True, False, True, False]
-    t1_only = intensity_model.MixtureFit(means=fit.means[:, :1], covariances=fit.covariances[:, :1, :1])
+    t1_only = intensity_model.MixtureFit(means=fit.means[:, :1],
+                                         covariances=fit.covariances[:, :1, :1])
     assert beyond_bound(x[:, :1], t1_only, ("T1w",)).all()
 
 

@@ -133,7 +133,8 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
     from bids_mdpp.intensity_model import combine_for_session
     from bids_mdpp.outputs import write_session_outputs
     from bids_mdpp.reports.participant import SessionReport
-    from bids_mdpp.workflows.preproc import boilerplate, run_preprocessing, to_native
+    from bids_mdpp.workflows.preproc import (boilerplate, probability_to_native,
+                                             run_preprocessing)
 
     card = loaded.card
     usable = usable_inputs(inputs, tuple(card.contrasts))
@@ -184,7 +185,7 @@ def process_session(inputs: SessionInputs, config: RunConfig, loaded, predictor)
     inference["IntensityModel"] = intensity
     LOGGER.info("%s: writing outputs", usable.key)
     started = time.perf_counter()
-    prob_native = to_native(probability, preproc, order=1)
+    prob_native = probability_to_native(probability, preproc)
     threshold = card.threshold_for(usable.contrasts) if config.threshold_from_model else config.threshold
     outputs = write_session_outputs(
         config.output_dir, usable, preproc, prob_native, model_card=card.to_dict(),

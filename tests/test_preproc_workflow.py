@@ -9,7 +9,8 @@ from test_preproc_support import dice, downsampled, ellipsoid
 from bids_mdpp.errors import InputDataError
 from bids_mdpp.session import SessionInputs
 from bids_mdpp.workflows.preproc import (PREPROC_REFERENCES, boilerplate, grid_image,
-                                         init_preproc_wf, run_preprocessing, to_native)
+                                         init_preproc_wf, probability_to_native,
+                                         run_preprocessing, to_native)
 
 
 def _session(tmp_path, folder, files: dict[str, tuple[str, tuple]], session=None) -> SessionInputs:
@@ -149,3 +150,38 @@ def test_to_native_rejects_a_map_off_the_grid(tmp_path):
     result = PreprocResult(reference="T1w", reference_native=mask, images={}, brain_mask=mask)
     with pytest.raises(ValueError, match="not on the model grid"):
         to_native(np.zeros((3, 3, 3)), result)
+
+
+def test_probability_map_comes_back_to_a_1mm_grid_without_shrinking_small_lesions(tmp_path):
+    """The model grid of a 1 mm reference lies half a voxel off it: linear interpolation
+    back would shrink three 5 mm lesions by about 30 % at 0.5; the cubic spline keeps more than
+    90 % of them, and its overshoot is clipped to [0, 1]."""
+    from bids_mdpp.preproc.grid import model_grid
+    from bids_mdpp.session import PreprocResult
+
+    shape = (40, 40, 40)
+    reference = tmp_path / "reference.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(shape, np.float32), np.eye(4)), str(reference))
+    brain = ellipsoid(shape, np.eye(4), (20, 20, 20), (14, 14, 14))
+    grid = model_grid(nib.load(str(reference)), nib.Nifti1Image(brain.astype(np.float32), np.eye(4)))
+    offsets = grid.affine[:3, 3] - np.round(grid.affine[:3, 3])
+    assert np.allclose(np.abs(offsets), 0.5)  # half a voxel off the reference's lattice
+    mask = tmp_path / "mask.nii.gz"
+    nib.save(grid, str(mask))
+    result = PreprocResult(reference="FLAIR", reference_native=reference, images={}, brain_mask=mask)
+    probability = np.zeros(grid.shape, np.float32)
+    for centre in [(15.2, 18.1, 20.3), (24.6, 22.4, 17.9), (20.1, 26.3, 24.2)]:
+        probability[ellipsoid(grid.shape, grid.affine, centre, (2.5, 2.5, 2.5))] = 0.9
+    on_grid = (probability >= 0.5).sum()
+
+    native = probability_to_native(probability, result)
+    values = np.asarray(native.dataobj)
+    assert native.shape == shape and np.allclose(native.affine, np.eye(4))
+    assert values.dtype == np.float32 and values.min() >= 0.0 and values.max() <= 1.0
+    raw = np.asarray(to_native(probability, result, order=3).dataobj)
+    assert raw.min() < 0.0 or raw.max() > 1.0  # the spline overshoots: the clip is needed
+    linear = np.asarray(to_native(probability, result, order=1).dataobj)
+    assert (linear >= 0.5).sum() < 0.8 * on_grid
+    assert (values >= 0.5).sum() > 0.9 * on_grid
+    assert (raw[linear == 0] != 0).any()  # the spline rings beyond the lesions ...
+    assert not values[linear == 0].any()  # ... and the ringing is cut

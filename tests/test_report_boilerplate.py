@@ -29,6 +29,7 @@ def test_preprocessing_text_comes_first_then_the_model_then_references():
     assert "T1-weighted and FLAIR images" in text
     assert "intra-subject co-training" in text
     assert "thresholded at 0.4" in text and "26-connectivity" in text
+    assert "(FLAIR) by cubic spline interpolation (clipped to [0, 1])" in text
     assert "smaller than" not in text
 
 
@@ -125,7 +126,7 @@ def test_the_intensity_model_is_described_with_the_networks_weight(weight, phras
     assert ("held brighter than white matter on FLAIR, T2w and PDw, or, with T1-weighted images "
             "alone, darker on T1w and ce-T1w, and a voxel was lesion only where it lay as far "
             "from white matter itself on FLAIR, T2w and PDw and, without FLAIR, not where it was "
-            "as dark as cerebrospinal fluid on T1w or ce-T1w (two grey-matter standard "
+            "as dark as cerebrospinal fluid on T1w or ce-T1w (2 grey-matter standard "
             "deviations darker than grey matter)") in text
     assert IN_TEXT["cerri2021"] in text
     assert "Gaussian mixture" not in methods_text(

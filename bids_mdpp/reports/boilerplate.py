@@ -118,7 +118,8 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
         f"it received the {_listing(contrasts)} image{'s' if len(contrasts) > 1 else ''} "
         f"(modality code {summary['ModalityCode']}), the missing contrasts being zero-filled. "
         f"The probability map was resampled onto the native grid of the reference image "
-        f"({summary['ReferenceContrast']}) and thresholded at {float(summary['Threshold']):g}; "
+        f"({summary['ReferenceContrast']}) by cubic spline interpolation (clipped to [0, 1]) "
+        f"and thresholded at {float(summary['Threshold']):g}; "
         f"{cleaning}lesions were counted as connected components with "
         f"{summary.get('Connectivity', 26)}-connectivity. Computations used PyTorch "
         f"{_cite('pytorch')}, Nipype {_cite('nipype')}, SimpleITK {_cite('simpleitk')}, PyBIDS "
@@ -142,6 +143,7 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
     intensity = summary.get("Inference", {}).get("IntensityModel", {})
     if intensity.get("Mode") == "combine":
         from bids_mdpp.config import DEFAULT_NETWORK_WEIGHT
+        from bids_mdpp.intensity_model import GREY_FLOOR_SD
 
         weight = float(intensity.get("NetworkWeight", DEFAULT_NETWORK_WEIGHT))
         if weight == DEFAULT_NETWORK_WEIGHT:
@@ -163,7 +165,7 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
                  f"images alone, darker on T1w and ce-T1w, and a voxel was lesion only where it "
                  f"lay as far from white matter itself on FLAIR, T2w and PDw and, without "
                  f"FLAIR, not where it was as dark as cerebrospinal fluid on T1w or ce-T1w "
-                 f"(two grey-matter standard deviations darker than grey matter).")
+                 f"({GREY_FLOOR_SD:g} grey-matter standard deviations darker than grey matter).")
     if shipped_model:
         text += (f" The shipped model was trained on data derived from the MSLUB database "
                  f"{_cite('lesjak2018')}.")

@@ -12,7 +12,8 @@
 
 :func:`run_preprocessing` runs it in a work directory (a re-run reuses finished nodes) and
 copies the results to ``<work_dir>/outputs``; :func:`to_native` brings a map on the model
-grid back onto the native grid of the reference image.
+grid back onto the native grid of the reference image, and :func:`probability_to_native` the
+lesion probability map.
 """
 from __future__ import annotations
 
@@ -513,3 +514,28 @@ def to_native(data: np.ndarray, result: PreprocResult, *, order: int = 1) -> nib
     if tuple(np.shape(data)) != tuple(grid.shape[:3]):
         raise ValueError(f"map of shape {np.shape(data)} is not on the model grid {grid.shape[:3]}")
     return resample_to_target(data, grid, nib.load(str(result.reference_native)), order=order)
+
+
+#: Spline order that brings the lesion probability map back to the native grid
+#: (:func:`probability_to_native`).
+PROBABILITY_SPLINE_ORDER = 3
+
+
+def probability_to_native(probability: np.ndarray, result: PreprocResult) -> nib.Nifti1Image:
+    """The lesion probability map ``(X, Y, Z)`` on the model grid, resampled onto the reference
+    image's native grid by a cubic spline and clipped to [0, 1] (float32).
+
+    On a 1 mm reference the model grid's voxel centres lie half a voxel from the native ones
+    along each axis; linear interpolation there is the mean of two neighbours per axis, a blur
+    that shrinks every thresholded lesion (on a real patient's FLAIR, 6.4 ml above 0.5 on the
+    model grid became 5.5 ml natively).  The cubic spline keeps the map's detail (6.0 ml); its
+    overshoot beyond [0, 1] at sharp edges is clipped, and its ringing is cut where the map is 0
+    within a model-grid voxel (where linear interpolation gives 0).
+    """
+    from bids_mdpp.preproc.sitkio import with_data
+
+    native = to_native(probability, result, order=PROBABILITY_SPLINE_ORDER)
+    support = np.asarray(to_native((np.asarray(probability) > 0).astype(np.float32), result,
+                                   order=1).dataobj) > 0
+    values = np.where(support, np.clip(np.asarray(native.dataobj), 0.0, 1.0), 0.0)
+    return with_data(native, values.astype(np.float32))

@@ -16,6 +16,10 @@ INTENSITY_MODEL_MODES = ("combine", "off")
 #: Weight of the network's probability against the intensity model's posterior where the model
 #: card names none (:meth:`bids_mdpp.model.ModelCard.network_weight_for`): their mean.
 DEFAULT_NETWORK_WEIGHT = 0.5
+#: Lesions (26-connected components of the mask) smaller than this (mm³) are dropped from the
+#: mask and the lesion table by default: on a 1 mm grid, specks of one or two voxels, below the
+#: three voxels that lesion-wise evaluations usually count.
+DEFAULT_MIN_LESION_MM3 = 3.0
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 
@@ -76,7 +80,7 @@ class RunConfig:
     labels_dir: Path | None = None
     threshold: float = 0.5
     threshold_from_model: bool = True
-    min_lesion_mm3: float = 0.0
+    min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3
     command_line: str = ""
 
     def __post_init__(self) -> None:

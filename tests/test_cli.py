@@ -68,7 +68,7 @@ def test_every_option_reaches_the_run_config(tmp_path, captured, capsys):
         "--session-label", "ses-1", "2", "--bids-filter-file", filt, "--skip_bids_validation",
         "-w", tmp_path / "work", "--n_cpus", "3", "--omp-nthreads", "2", "--mem", "16G",
         "--model", model, "--device", "cuda:1", "--use-plugin", plugin, "-vv", "--notrack",
-        "--threshold", "0.4", "--min-lesion-size", "3", "--overwrite", "--precision", "fp32", "--tta",
+        "--threshold", "0.4", "--min-lesion-size", "12.5", "--overwrite", "--precision", "fp32", "--tta",
     ], capsys)
     assert code == 0
     (config,) = captured
@@ -81,7 +81,7 @@ def test_every_option_reaches_the_run_config(tmp_path, captured, capsys):
     assert config.mem_gb == 16.0 and config.model_dir == model and config.device == "cuda:1"
     assert config.plugin_file == plugin and config.verbose == 2
     assert config.threshold == 0.4 and not config.threshold_from_model
-    assert config.min_lesion_mm3 == 3.0 and config.precision == "fp32" and config.flip_tta
+    assert config.min_lesion_mm3 == 12.5 and config.precision == "fp32" and config.flip_tta
 
 
 def test_defaults(tmp_path, captured, capsys):
@@ -94,6 +94,16 @@ def test_defaults(tmp_path, captured, capsys):
     assert config.omp_nthreads == max(1, min(config.nprocs - 1, 8))
     assert config.effective_work_dir == tmp_path / "out" / "work"
     assert config.threshold_from_model and not config.skip_validation and not config.flip_tta
+    assert config.min_lesion_mm3 == 3.0  # specks of one or two 1 mm voxels are not lesions
+
+
+def test_min_lesion_size_zero_keeps_every_component(tmp_path, captured, capsys):
+    (tmp_path / "bids").mkdir()
+    code, _, _ = run_cli([tmp_path / "bids", tmp_path / "out", "participant",
+                          "--min-lesion-size", "0"], capsys)
+    assert code == 0
+    (config,) = captured
+    assert config.min_lesion_mm3 == 0.0
 
 
 @pytest.mark.parametrize("args,message", [

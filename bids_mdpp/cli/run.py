@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from bids_mdpp.config import INTENSITY_MODEL_MODES, default_omp_nthreads, parse_memory_gb
+from bids_mdpp.config import (DEFAULT_MIN_LESION_MM3, INTENSITY_MODEL_MODES, default_omp_nthreads,
+                              parse_memory_gb)
 
 EPILOG = """\b
 Other commands (bids_mdpp COMMAND --help):
@@ -85,8 +86,9 @@ def _labels(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=None,
               help="Probability threshold of the mask (default: the model's, for the contrasts present).")
-@click.option("--min-lesion-size", "min_lesion_size", type=click.FloatRange(min=0), default=0.0,
-              show_default=True, help="Drop lesions smaller than this (mm³) from mask and table.")
+@click.option("--min-lesion-size", "min_lesion_size", type=click.FloatRange(min=0),
+              default=DEFAULT_MIN_LESION_MM3, show_default=True,
+              help="Drop lesions smaller than this (mm³) from mask and table (0: keep all).")
 @click.option("--labels", type=click.Path(path_type=Path),
               help="group: derivatives folder of reference lesion masks to score against.")
 @click.option("--overwrite", is_flag=True, help="Redo participants whose outputs already exist.")

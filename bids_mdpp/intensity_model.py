@@ -31,7 +31,15 @@ those are held: many MS lesions are as bright as white matter on T1-weighted ima
 are "black holes"), and a class held dark there as well misses them.  On T1-weighted images
 alone, T1w and ce-T1w are held dark: most MS lesions are dark on ce-T1w, as on T1w, the
 enhancing ones are few and small, and a lesion class free to cross white matter there drifts
-onto vessels and grey matter.
+onto vessels and grey matter.  With one T1-weighted image alone, the lesion class is also never
+narrower than grey matter (its standard deviation at least :data:`LESION_SPREAD_OF_GREY` times
+grey matter's, :func:`spread_floored`): a patient's lesion voxels on T1w spread as widely as grey
+matter's or wider (partial volume at their borders, and lesions from as bright as white matter
+to black holes), and a narrower class settles on the lesions' bright half, leaving the rest to
+grey matter, whose intensities they share.  T1w and ce-T1w together, with no other contrast, are
+modelled from T1w alone (:func:`modelled_contrasts`): fitted jointly, the lesion class took
+enhancing vessels and grey matter's partial volume that the T1w fit leaves alone: on a real
+patient it scored lower, and on lesion-free brains it called more.
 
 The participant level combines the posterior with the network's probability as a weighted
 mean (:func:`combine`), the weight per contrast subset from the model card
@@ -54,8 +62,10 @@ LOGGER = logging.getLogger("bids_mdpp")
 #: Version of the model's definition, for caches of its results (raise it when the posterior
 #: of the same images changes; 2: ce-T1w lesions held dark; 3: T1-weighted contrasts held only
 #: without a bright-lesion contrast; 4: voxels short of the bound in the masked contrasts are
-#: not lesion; 5: without FLAIR, neither are voxels as dark as CSF on T1w or ce-T1w).
-VERSION = 5
+#: not lesion; 5: without FLAIR, neither are voxels as dark as CSF on T1w or ce-T1w; 6: on one
+#: T1-weighted image alone the lesion class is never narrower than grey matter, and T1w with
+#: ce-T1w is modelled from T1w alone).
+VERSION = 6
 #: Expectation–maximisation rounds.
 ITERATIONS = 25
 #: Lesion prior = this × the atlas's lesion frequency, capped at MAX_LESION_PRIOR.
@@ -70,6 +80,9 @@ MIN_SHIFT_SD = 2.0
 #: Without FLAIR, a voxel darker than grey matter's mean by this many grey-matter standard
 #: deviations on a T1-weighted contrast (:func:`floored_contrasts`) is not lesion.
 GREY_FLOOR_SD = 2.0
+#: On one T1-weighted image alone (:func:`spread_floored`), the lesion class's standard
+#: deviation is at least this times grey matter's.
+LESION_SPREAD_OF_GREY = 1.0
 #: Side of white matter the lesion mean starts on and is held on, per contrast.
 LESION_SIGN = {"T1w": -1.0, "ceT1w": -1.0, "FLAIR": 1.0, "T2w": 1.0, "PDw": 1.0}
 #: Added to every covariance's diagonal (normalised intensity units squared).
@@ -103,12 +116,13 @@ def lesion_posterior(volumes: Mapping[str, np.ndarray], brain_mask: np.ndarray,
     acquisition that stops short of the cerebellum, say) is scored with the contrasts that
     imaged it — the class Gaussians restricted to those dimensions — and gets 0 where none
     did.  The Gaussians are fitted on the voxels every contrast imaged; raises
-    :class:`ValueError` when fewer than :data:`MIN_FIT_VOXELS` are.
+    :class:`ValueError` when fewer than :data:`MIN_FIT_VOXELS` are.  Only the
+    :func:`modelled_contrasts` of ``volumes`` are read.
     """
-    contrasts = tuple(volumes)
-    unknown = [c for c in contrasts if c not in LESION_SIGN]
-    if unknown or not contrasts:
+    unknown = [c for c in volumes if c not in LESION_SIGN]
+    if unknown or not volumes:
         raise ValueError(f"no lesion model for contrasts {unknown or '(none)'}")
+    contrasts = modelled_contrasts(tuple(volumes))
     inside = np.asarray(brain_mask, bool)
     out = np.zeros(inside.shape, np.float32)
     if not inside.any():
@@ -201,14 +215,19 @@ def fit_mixture(x: np.ndarray, prior: np.ndarray, contrasts: Sequence[str], *,
     ``prior`` ``(4, N)`` (:func:`class_prior`).  Each round re-estimates the Gaussians from
     the current posteriors (the first from the priors, the lesion class then starting beside
     white matter), holds the lesion mean on its side of white matter in the
-    :func:`held_contrasts`, and updates the posteriors.
+    :func:`held_contrasts` (and, where :func:`spread_floored`, the lesion class at least as wide
+    as grey matter), and updates the posteriors.
     """
     sign = np.array([LESION_SIGN[c] for c in contrasts])
     held = np.isin(contrasts, held_contrasts(contrasts))
+    floored_spread = spread_floored(contrasts)
     posterior = prior
     fit = None
     for iteration in range(iterations):
         means, covariances = _weighted_gaussians(x, posterior)
+        if floored_spread:
+            covariances[3] = widened(covariances[3], LESION_SPREAD_OF_GREY
+                                     * np.sqrt(np.diag(covariances[1])))
         if iteration == 0:
             wm_sd = np.sqrt(np.diag(covariances[2]))
             means[3] = means[2] + INITIAL_SHIFT_SD * (sign * held) * wm_sd
@@ -219,6 +238,31 @@ def fit_mixture(x: np.ndarray, prior: np.ndarray, contrasts: Sequence[str], *,
         fit.means[3] = np.where(too_close, bound, fit.means[3])
         posterior = class_posteriors(x, prior, fit)
     return fit
+
+
+def modelled_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
+    """The contrasts the mixture reads from a session that has ``contrasts``: all of them, but
+    T1w alone from T1w and ce-T1w without any other (the joint fit scored lower than T1w's on
+    a real patient, and called more false positives on a lesion-free and a low-load copy of
+    its anatomy and on three lesion-free synthetic brains)."""
+    if set(contrasts) == {"T1w", "ceT1w"}:
+        return ("T1w",)
+    return tuple(contrasts)
+
+
+def spread_floored(contrasts: Sequence[str]) -> bool:
+    """Whether the lesion class is kept at least as wide as grey matter
+    (:data:`LESION_SPREAD_OF_GREY`) when the mixture reads ``contrasts``: one T1-weighted
+    contrast (T1w or ce-T1w) alone.  Not beside a bright-lesion contrast, where the lesion
+    class needs no width to be told from grey matter."""
+    return len(contrasts) == 1 and LESION_SIGN[contrasts[0]] < 0
+
+
+def widened(covariance: np.ndarray, min_sd: np.ndarray) -> np.ndarray:
+    """``covariance`` ``(C, C)`` with each standard deviation raised to at least ``min_sd``
+    ``(C,)`` and the correlations kept."""
+    scale = np.maximum(min_sd / np.sqrt(np.diag(covariance)), 1.0)
+    return covariance * np.outer(scale, scale)
 
 
 def held_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
@@ -316,7 +360,8 @@ def combine_for_session(preproc, volumes: Mapping[str, np.ndarray], brain: np.nd
     except (InputDataError, ValueError) as exc:
         LOGGER.warning("intensity model skipped, the network's probability is kept alone: %s", exc)
         return network_map(), {"Mode": "off", "Skipped": str(exc)}
-    entry = describe("combine", network_weight=network_weight)
+    entry = {**describe("combine", network_weight=network_weight),
+             "Contrasts": list(modelled_contrasts(tuple(volumes)))}
     if network_weight == 0.0:
         return posterior.astype(np.float32), entry
     return combine(network_map(), posterior, network_weight=network_weight), entry
@@ -362,6 +407,8 @@ def describe(mode: str, *, network_weight: float = DEFAULT_NETWORK_WEIGHT) -> di
                                f"without FLAIR, with T2w or PDw, not where it is more than "
                                f"{GREY_FLOOR_SD:g} grey-matter standard deviations darker than "
                                f"the grey-matter mean on T1w or ce-T1w (as dark as CSF)",
+        "MinimumLesionSpread": f"{LESION_SPREAD_OF_GREY:g} x the grey-matter standard "
+                               f"deviation, with one T1-weighted contrast alone",
         "Combination": combination_text(network_weight),
         "NetworkWeight": network_weight,
     }

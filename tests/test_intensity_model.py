@@ -11,7 +11,8 @@ from bids_mdpp import intensity_model
 from bids_mdpp.intensity_model import (MIN_SHIFT_SD, beyond_bound, class_posteriors, class_prior,
                                        combine, describe, fit_mixture, floored_contrasts,
                                        grey_floor, held_contrasts, lesion_bound,
-                                       lesion_posterior, masked_contrasts)
+                                       lesion_posterior, masked_contrasts,
+                                       modelled_contrasts, spread_floored, widened)
 
 SHAPE = (36, 36, 36)
 #: Normalised intensities (white-matter peak −0.5) per tissue: CSF, GM, WM.
@@ -202,6 +203,72 @@ def test_t1_weighted_contrasts_are_held_dark_only_without_a_bright_lesion_contra
         assert abs(fit.means[3, 1] - (fit.means[2, 1] + ce_shift)) < 0.02  # on the blob
 
 
+def _two_toned_lesion(seed: int = 1):
+    """T1w alone, as on a real patient: grey matter spread widely (SD 0.08) and a lesion whose
+    half is a little darker than white matter (-0.56) and half darker than grey matter (-0.70),
+    where the lesion atlas expects lesions (frequency 0.1 within 6 voxels)."""
+    volumes, brain, blob, priors = phantom(("T1w",))
+    z, y, x = np.indices(SHAPE) - np.array(SHAPE)[:, None, None, None] / 2 + 0.5
+    near = (np.sqrt((x - 8) ** 2 + y ** 2 + z ** 2) < 6) & (priors.tissue[2] > 0.5)
+    priors = AtlasPriors(tissue=priors.tissue,
+                         lesion_frequency=np.where(near, 0.1, priors.lesion_frequency)
+                         .astype(np.float32))
+    rng = np.random.default_rng(seed)
+    image = volumes["T1w"].copy()
+    grey = (priors.tissue[1] > 0.5) & brain
+    image[grey] = -0.62 + rng.normal(0, 0.08, grey.sum())
+    dark_half = blob & (x > 8)
+    image[blob] = -0.56 + rng.normal(0, 0.015, blob.sum())
+    image[dark_half] = -0.70 + rng.normal(0, 0.015, dark_half.sum())
+    return {"T1w": image}, brain, blob, dark_half, priors
+
+
+def test_on_one_t1_weighted_image_the_lesion_class_is_never_narrower_than_grey_matter(
+        monkeypatch):
+    volumes, brain, blob, dark_half, priors = _two_toned_lesion()
+    found = lesion_posterior(volumes, brain, priors) >= 0.5
+    assert dice(found, blob) > 0.8 and (found & dark_half).sum() > 0.9 * dark_half.sum()
+    assert (found & ~blob).sum() < 0.05 * blob.sum()
+    _, _, fit = _fit(volumes, brain, priors, ("T1w",), iterations=25)
+    sd = np.sqrt(fit.covariances[:, 0, 0])
+    assert sd[3] >= sd[1] - 1e-9
+    # a class free to narrow settles on the bright half and leaves the dark one to grey matter
+    monkeypatch.setattr(intensity_model, "LESION_SPREAD_OF_GREY", 0.0)
+    found = lesion_posterior(volumes, brain, priors) >= 0.5
+    assert (found & dark_half).sum() < 0.1 * dark_half.sum() and dice(found, blob) < 0.6
+
+
+def test_t1w_with_ce_t1w_alone_is_modelled_from_t1w():
+    assert modelled_contrasts(("T1w", "ceT1w")) == ("T1w",)
+    assert modelled_contrasts(("ceT1w", "T1w")) == ("T1w",)
+    for contrasts in (("T1w",), ("ceT1w",), ("T1w", "FLAIR", "ceT1w"), ("T2w", "ceT1w")):
+        assert modelled_contrasts(contrasts) == contrasts
+    volumes, brain, blob, priors = phantom(("T1w", "ceT1w"), {"T1w": -0.08, "ceT1w": 0.3})
+    both = lesion_posterior(volumes, brain, priors)
+    assert np.array_equal(both, lesion_posterior({"T1w": volumes["T1w"]}, brain, priors))
+    assert dice(both >= 0.5, blob) > 0.4  # the enhancing ce-T1w plays no part
+    with pytest.raises(ValueError, match="PDx"):
+        lesion_posterior({**volumes, "PDx": volumes["T1w"]}, brain, priors)
+
+
+def test_the_spread_is_floored_on_one_t1_weighted_contrast_alone():
+    assert spread_floored(("T1w",)) and spread_floored(("ceT1w",))
+    for contrasts in (("T1w", "ceT1w"), ("FLAIR",), ("T1w", "FLAIR"), ("T2w",), ("ceT1w", "PDw")):
+        assert not spread_floored(contrasts), contrasts
+    # beside FLAIR the lesion class may be narrower than grey matter on T1w
+    volumes, brain, blob, priors = phantom(("T1w", "FLAIR"), {"T1w": -0.12, "FLAIR": 0.25})
+    grey = (priors.tissue[1] > 0.5) & brain
+    volumes["T1w"][grey] = -0.62 + np.random.default_rng(2).normal(0, 0.08, grey.sum())
+    _, _, fit = _fit(volumes, brain, priors, ("T1w", "FLAIR"))
+    assert np.sqrt(fit.covariances[3, 0, 0]) < 0.5 * np.sqrt(fit.covariances[1, 0, 0])
+    assert dice(lesion_posterior(volumes, brain, priors) >= 0.5, blob) > 0.8
+    # widening raises each SD to its floor and keeps the correlations
+    covariance = np.array([[0.0004, 0.0003], [0.0003, 0.0009]])
+    wide = widened(covariance, np.array([0.05, 0.01]))
+    assert np.allclose(np.sqrt(np.diag(wide)), [0.05, 0.03])
+    assert np.isclose(wide[0, 1] / np.sqrt(wide[0, 0] * wide[1, 1]), 0.3 / (0.02 * 0.03) * 1e-3)
+
+
 def test_bad_inputs_are_refused_or_give_nothing():
     volumes, brain, _, priors = phantom(("FLAIR",))
     with pytest.raises(ValueError, match="DWI"):
@@ -310,6 +377,7 @@ def test_the_participant_level_combines_or_falls_back_to_the_network(tmp_path, m
     combined, entry = combine_for_session(preproc, volumes, brain, network,
                                                   cache_dir=tmp_path)
     assert entry["Mode"] == "combine" and "Skipped" not in entry
+    assert entry["Contrasts"] == ["FLAIR"] and "grey-matter" in entry["MinimumLesionSpread"]
     assert dice(combined >= 0.5, blob) > 0.8  # 0.3 from the network, ~1 from the mixture
     alone, entry = combine_for_session(preproc, volumes, brain, network, cache_dir=tmp_path,
                                        network_weight=0.0)

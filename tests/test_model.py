@@ -367,11 +367,14 @@ def test_the_shipped_model_cautions_where_its_real_scan_dsc_is_low():
     assert low.startswith("with only T1w, this model reached DSC 0.00 on a real patient")
     assert accuracy_caution(card, ("T1w", "FLAIR")) is None
     assert accuracy_caution(card, ("PDw",)) is None
-    # with the intensity model, T1w alone is the intensity model's alone: the caution says so
-    alone = accuracy_caution(card, ("T1w",), "combine")
-    assert alone.startswith("with only T1w, the intensity model, which segments these contrasts "
-                            "alone with this model, reached DSC")
-    assert f"{card.real_scan_dsc(['T1w'], intensity_model='combine'):.2f}" in alone
+    # with the intensity model, ce-T1w alone is the intensity model's alone: the caution says so
+    alone = accuracy_caution(card, ("ceT1w",), "combine")
+    assert alone.startswith("with only ceT1w, the intensity model, which segments these "
+                            "contrasts alone with this model, reached DSC")
+    assert f"{card.real_scan_dsc(['ceT1w'], intensity_model='combine'):.2f}" in alone
+    # T1w alone, at DSC 0.3 or more there, gets none
+    assert card.real_scan_dsc(["T1w"], intensity_model="combine") >= LOW_REAL_SCAN_DSC
+    assert accuracy_caution(card, ("T1w",), "combine") is None
     # without FLAIR the caution quotes the held-out view of the adaptation (the real_scans of
     # the card hold the subsets with FLAIR only, which use the base model's weights)
     held_out = card.metrics["views"]["mslub-cross-unseen-hemisphere"]["subsets"]

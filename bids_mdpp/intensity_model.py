@@ -37,9 +37,8 @@ grey matter's, :func:`spread_floored`): a patient's lesion voxels on T1w spread 
 matter's or wider (partial volume at their borders, and lesions from as bright as white matter
 to black holes), and a narrower class settles on the lesions' bright half, leaving the rest to
 grey matter, whose intensities they share.  T1w and ce-T1w together, with no other contrast, are
-modelled from T1w alone (:func:`modelled_contrasts`): fitted jointly, the lesion class took
-enhancing vessels and grey matter's partial volume that the T1w fit leaves alone: on a real
-patient it scored lower, and on lesion-free brains it called more.
+modelled from T1w alone (:func:`modelled_contrasts`): fitted jointly, the mixture scored lower
+on a real patient and called more lesion on lesion-free brains than from T1w alone.
 
 The participant level combines the posterior with the network's probability as a weighted
 mean (:func:`combine`), the weight per contrast subset from the model card

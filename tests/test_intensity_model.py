@@ -266,7 +266,10 @@ def test_the_spread_is_floored_on_one_t1_weighted_contrast_alone():
     covariance = np.array([[0.0004, 0.0003], [0.0003, 0.0009]])
     wide = widened(covariance, np.array([0.05, 0.01]))
     assert np.allclose(np.sqrt(np.diag(wide)), [0.05, 0.03])
-    assert np.isclose(wide[0, 1] / np.sqrt(wide[0, 0] * wide[1, 1]), 0.3 / (0.02 * 0.03) * 1e-3)
+    def correlation(c):
+        return c[0, 1] / np.sqrt(c[0, 0] * c[1, 1])
+
+    assert np.isclose(correlation(wide), correlation(covariance)) and np.isclose(correlation(wide), 0.5)
 
 
 def test_bad_inputs_are_refused_or_give_nothing():

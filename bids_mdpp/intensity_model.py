@@ -31,12 +31,14 @@ those are held: many MS lesions are as bright as white matter on T1-weighted ima
 are "black holes"), and a class held dark there as well misses them.  On T1-weighted images
 alone, T1w and ce-T1w are held dark: most MS lesions are dark on ce-T1w, as on T1w, the
 enhancing ones are few and small, and a lesion class free to cross white matter there drifts
-onto vessels and grey matter.  With one T1-weighted image alone, the lesion class is also never
+onto vessels and grey matter.  With one contrast alone, the lesion class is also never
 narrower than grey matter (its standard deviation at least :data:`LESION_SPREAD_OF_GREY` times
-grey matter's, :func:`spread_floored`): a patient's lesion voxels on T1w spread as widely as grey
-matter's or wider (partial volume at their borders, and lesions from as bright as white matter
-to black holes), and a narrower class settles on the lesions' bright half, leaving the rest to
-grey matter, whose intensities they share.  T1w and ce-T1w together, with no other contrast, are
+grey matter's, :func:`spread_floored`): a patient's lesion voxels spread as widely as grey
+matter's or wider (partial volume at their borders; on T1w, lesions from as bright as white
+matter to black holes), and a narrower class settles on one part of them — on T1w the lesions'
+bright half, leaving the rest to grey matter, whose intensities they share; on T2w, in a brain
+with few lesions, the bright tail of white matter itself, leaving the lesions to grey matter
+and CSF.  T1w and ce-T1w together, with no other contrast, are
 modelled from T1w alone (:func:`modelled_contrasts`): fitted jointly, the mixture scored lower
 on a real patient and called more lesion on lesion-free brains than from T1w alone.
 
@@ -63,8 +65,8 @@ LOGGER = logging.getLogger("bids_mdpp")
 #: without a bright-lesion contrast; 4: voxels short of the bound in the masked contrasts are
 #: not lesion; 5: without FLAIR, neither are voxels as dark as CSF on T1w or ce-T1w; 6: on one
 #: T1-weighted image alone the lesion class is never narrower than grey matter, and T1w with
-#: ce-T1w is modelled from T1w alone).
-VERSION = 6
+#: ce-T1w is modelled from T1w alone; 7: so is it on any one contrast alone).
+VERSION = 7
 #: Expectation–maximisation rounds.
 ITERATIONS = 25
 #: Lesion prior = this × the atlas's lesion frequency, capped at MAX_LESION_PRIOR.
@@ -79,8 +81,8 @@ MIN_SHIFT_SD = 2.0
 #: Without FLAIR, a voxel darker than grey matter's mean by this many grey-matter standard
 #: deviations on a T1-weighted contrast (:func:`floored_contrasts`) is not lesion.
 GREY_FLOOR_SD = 2.0
-#: On one T1-weighted image alone (:func:`spread_floored`), the lesion class's standard
-#: deviation is at least this times grey matter's.
+#: On one contrast alone (:func:`spread_floored`), the lesion class's standard deviation is at
+#: least this times grey matter's.
 LESION_SPREAD_OF_GREY = 1.0
 #: Side of white matter the lesion mean starts on and is held on, per contrast.
 LESION_SIGN = {"T1w": -1.0, "ceT1w": -1.0, "FLAIR": 1.0, "T2w": 1.0, "PDw": 1.0}
@@ -251,10 +253,11 @@ def modelled_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
 
 def spread_floored(contrasts: Sequence[str]) -> bool:
     """Whether the lesion class is kept at least as wide as grey matter
-    (:data:`LESION_SPREAD_OF_GREY`) when the mixture reads ``contrasts``: one T1-weighted
-    contrast (T1w or ce-T1w) alone.  Not beside a bright-lesion contrast, where the lesion
-    class needs no width to be told from grey matter."""
-    return len(contrasts) == 1 and LESION_SIGN[contrasts[0]] < 0
+    (:data:`LESION_SPREAD_OF_GREY`) when the mixture reads ``contrasts``: one contrast alone.
+    Beside another contrast the lesion class is told from grey matter without it (held wide
+    there, it lowered a real patient's score with every contrast and called more on a
+    lesion-free copy of that patient's anatomy with T1w + FLAIR and with FLAIR + T2w)."""
+    return len(contrasts) == 1
 
 
 def widened(covariance: np.ndarray, min_sd: np.ndarray) -> np.ndarray:
@@ -407,7 +410,7 @@ def describe(mode: str, *, network_weight: float = DEFAULT_NETWORK_WEIGHT) -> di
                                f"{GREY_FLOOR_SD:g} grey-matter standard deviations darker than "
                                f"the grey-matter mean on T1w or ce-T1w (as dark as CSF)",
         "MinimumLesionSpread": f"{LESION_SPREAD_OF_GREY:g} x the grey-matter standard "
-                               f"deviation, with one T1-weighted contrast alone",
+                               f"deviation, with one contrast alone",
         "Combination": combination_text(network_weight),
         "NetworkWeight": network_weight,
     }

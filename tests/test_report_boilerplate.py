@@ -124,8 +124,8 @@ def test_the_intensity_model_is_described_with_the_networks_weight(weight, phras
     text = methods_text(PREPROC, {**SUMMARY, "Inference": {"IntensityModel": entry}})
     assert phrase in text
     assert ("held brighter than white matter on FLAIR, T2w and PDw, or, with T1-weighted images "
-            "alone, darker on T1w and ce-T1w (and, with one of them alone, never narrower than "
-            "grey matter; T1w and ce-T1w together were modelled from T1w alone), and a voxel "
+            "alone, darker on T1w and ce-T1w (T1w and ce-T1w together were modelled from T1w "
+            "alone), and, with one contrast alone, never narrower than grey matter; a voxel "
             "was lesion only where it lay as far "
             "from white matter itself on FLAIR, T2w and PDw and, without FLAIR, not where it was "
             "as dark as cerebrospinal fluid on T1w or ce-T1w (2 grey-matter standard "

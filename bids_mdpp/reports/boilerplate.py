@@ -162,9 +162,9 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
                  f"lesion frequency of 27 patients of the MSLUB database {_cite('lesjak2018')}, "
                  f"carried onto the session by an affine registration; the lesion class was held "
                  f"brighter than white matter on FLAIR, T2w and PDw, or, with T1-weighted "
-                 f"images alone, darker on T1w and ce-T1w (and, with one of them alone, never "
-                 f"narrower than grey matter; T1w and ce-T1w together were modelled from T1w "
-                 f"alone), and a voxel was lesion only where it "
+                 f"images alone, darker on T1w and ce-T1w (T1w and ce-T1w together were "
+                 f"modelled from T1w alone), and, with one contrast alone, never narrower than "
+                 f"grey matter; a voxel was lesion only where it "
                  f"lay as far from white matter itself on FLAIR, T2w and PDw and, without "
                  f"FLAIR, not where it was as dark as cerebrospinal fluid on T1w or ce-T1w "
                  f"({GREY_FLOOR_SD:g} grey-matter standard deviations darker than grey matter).")

@@ -215,9 +215,9 @@ def fit_mixture(x: np.ndarray, prior: np.ndarray, contrasts: Sequence[str], *,
     ``x`` has shape ``(N, C)`` (intensities of N voxels over the C ``contrasts``) and
     ``prior`` ``(4, N)`` (:func:`class_prior`).  Each round re-estimates the Gaussians from
     the current posteriors (the first from the priors, the lesion class then starting beside
-    white matter), holds the lesion mean on its side of white matter in the
-    :func:`held_contrasts` (and, where :func:`spread_floored`, the lesion class at least as wide
-    as grey matter), and updates the posteriors.
+    white matter, shaped as white matter), holds the lesion mean on its side of white matter in
+    the :func:`held_contrasts` (and, from the second round, where :func:`spread_floored`, the
+    lesion class at least as wide as grey matter), and updates the posteriors.
     """
     sign = np.array([LESION_SIGN[c] for c in contrasts])
     held = np.isin(contrasts, held_contrasts(contrasts))
@@ -226,13 +226,13 @@ def fit_mixture(x: np.ndarray, prior: np.ndarray, contrasts: Sequence[str], *,
     fit = None
     for iteration in range(iterations):
         means, covariances = _weighted_gaussians(x, posterior)
-        if floored_spread:
-            covariances[3] = widened(covariances[3], LESION_SPREAD_OF_GREY
-                                     * np.sqrt(np.diag(covariances[1])))
         if iteration == 0:
             wm_sd = np.sqrt(np.diag(covariances[2]))
             means[3] = means[2] + INITIAL_SHIFT_SD * (sign * held) * wm_sd
             covariances[3] = covariances[2].copy()
+        elif floored_spread:
+            covariances[3] = widened(covariances[3], LESION_SPREAD_OF_GREY
+                                     * np.sqrt(np.diag(covariances[1])))
         fit = MixtureFit(means=np.stack(means), covariances=np.stack(covariances))
         bound = lesion_bound(fit, contrasts)
         too_close = held & (sign * (fit.means[3] - bound) < 0)

@@ -115,6 +115,16 @@ def white_matter(images: dict[str, np.ndarray], brain: np.ndarray, lesions: np.n
     return candidate
 
 
+def local_white_matter(image: np.ndarray, wm: np.ndarray, sigma_voxels) -> np.ndarray:
+    """Each voxel's local mean of ``image`` over the white matter ``wm`` (boolean, same shape):
+    the white-matter voxels weighted by a Gaussian of ``sigma_voxels`` (per axis, voxels)."""
+    from scipy import ndimage
+
+    weight = ndimage.gaussian_filter(wm.astype(np.float32), sigma_voxels)
+    local = ndimage.gaussian_filter(np.where(wm, image, 0).astype(np.float32), sigma_voxels)
+    return local / np.maximum(weight, 1e-3)
+
+
 def fill(images: dict[str, np.ndarray], brain: np.ndarray, label: np.ndarray,
          keep: np.ndarray, voxel_mm, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``images`` (contrast → float array) with the reference lesions outside ``keep`` filled
@@ -132,20 +142,70 @@ def fill(images: dict[str, np.ndarray], brain: np.ndarray, label: np.ndarray,
     if t1 is not None:
         csf_level = np.percentile(t1[brain], CSF_PERCENTILE)
         region &= (t1 > 0.5 * (csf_level + np.median(t1[wm]))) | removed
-    sigma = LOCAL_SIGMA_MM / voxel_mm
-    weight = ndimage.gaussian_filter(wm.astype(np.float32), sigma)
     rng = np.random.default_rng(seed)
     filled = {}
     for name, image in images.items():
         image = np.asarray(image, np.float32)
-        local = ndimage.gaussian_filter(np.where(wm, image, 0).astype(np.float32), sigma)
-        local /= np.maximum(weight, 1e-3)
+        local = local_white_matter(image, wm, LOCAL_SIGMA_MM / voxel_mm)
         fine = image - ndimage.gaussian_filter(image, 1.0)
         noise = ndimage.gaussian_filter(rng.standard_normal(image.shape).astype(np.float32), 0.5)
         noise_fine = noise - ndimage.gaussian_filter(noise, 1.0)
         noise *= fine[wm].std() / max(float(noise_fine[wm].std()), 1e-6)
         filled[name] = np.where(region, local + noise, image).astype(np.float32)
     return filled, region
+
+
+def load_on_mask_grid(inputs, mask_path: Path, others: tuple[Path, ...] = ()) -> tuple:
+    """A labelled session's images and reference mask, checked to share one grid: the mask
+    (boolean), the images' paths and nibabel images (contrast → each), their arrays (float32),
+    the brain (voxels above 0 in every image) and the voxel size (mm, ``(3,)``).  ``inputs`` is
+    the session's :class:`~bids_mdpp.bids.SessionInputs`; ``others`` are further images (masks
+    to paint, say) that must lie on the grid as well.  Exits naming the first file that does
+    not."""
+    import nibabel as nib
+
+    mask_image = nib.load(str(mask_path))
+    label = np.asarray(mask_image.dataobj) > 0
+    paths = {contrast: Path(path) for contrast, path in inputs.files.items()}
+    loaded = {contrast: nib.load(str(path)) for contrast, path in paths.items()}
+    checked = [(paths[c], image) for c, image in loaded.items()]
+    checked += [(path, nib.load(str(path))) for path in others]
+    for path, image in checked:
+        if image.shape[:3] != label.shape or not np.allclose(image.affine, mask_image.affine,
+                                                             atol=1e-3):
+            raise SystemExit(f"{path}: not on the grid of the reference mask {mask_path}; this "
+                             f"script works on the images' own grid")
+    arrays = {c: np.asarray(image.dataobj, np.float32) for c, image in loaded.items()}
+    brain = np.all([a > 0 for a in arrays.values()], axis=0)
+    return (label, paths, loaded, arrays, brain,
+            np.asarray(mask_image.header.get_zooms()[:3], float))
+
+
+def write_participant(out: Path, source: str, participant: str, paths: dict, loaded: dict,
+                      images: dict[str, np.ndarray], mask_path: Path, reference: np.ndarray,
+                      affine: np.ndarray) -> None:
+    """Write participant ``participant`` of a copy of ``source`` into the dataset ``out``: its
+    ``images`` (contrast → float array) as float32 NIfTI files named after the source's
+    ``paths`` (contrast → path; their headers from ``loaded``, contrast → image) with the source's
+    JSON sidecars, and its ``reference`` lesion mask (boolean, on ``affine``) under
+    ``derivatives/manual``, named after ``mask_path``."""
+    import nibabel as nib
+
+    anat = out / f"sub-{participant}" / "anat"
+    anat.mkdir(parents=True, exist_ok=True)
+    for contrast, path in paths.items():
+        name = path.name.replace(f"sub-{source}", f"sub-{participant}", 1)
+        header = loaded[contrast].header.copy()
+        header.set_data_dtype(np.float32)
+        nib.save(nib.Nifti1Image(images[contrast], loaded[contrast].affine, header),
+                 str(anat / name))
+        sidecar = path.with_name(path.name.split(".")[0] + ".json")
+        if sidecar.exists():
+            shutil.copyfile(sidecar, anat / name.replace(".nii.gz", ".json"))
+    mask_dir = out / "derivatives" / "manual" / f"sub-{participant}" / "anat"
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(reference.astype(np.uint8), affine),
+             str(mask_dir / mask_path.name.replace(f"sub-{source}", f"sub-{participant}", 1)))
 
 
 def write_dataset(data: Path, labels: Path, out: Path, *, low_load_mm3: float, seed: int) -> list[dict]:
@@ -163,16 +223,7 @@ def write_dataset(data: Path, labels: Path, out: Path, *, low_load_mm3: float, s
     out.mkdir(parents=True, exist_ok=True)
     for number, (inputs, mask_path) in enumerate(sessions):
         mask_image = nib.load(str(mask_path))
-        label = np.asarray(mask_image.dataobj) > 0
-        paths = {contrast: Path(path) for contrast, path in inputs.files.items()}
-        loaded = {contrast: nib.load(str(path)) for contrast, path in paths.items()}
-        for contrast, image in loaded.items():
-            if image.shape[:3] != label.shape or not np.allclose(image.affine, mask_image.affine, atol=1e-3):
-                raise SystemExit(f"{paths[contrast]}: not on the grid of its reference mask "
-                                 f"{mask_path}; this script fills lesions on the images' own grid")
-        arrays = {c: np.asarray(image.dataobj, np.float32) for c, image in loaded.items()}
-        brain = np.all([a > 0 for a in arrays.values()], axis=0)
-        voxel_mm = np.asarray(mask_image.header.get_zooms()[:3], float)
+        label, paths, loaded, arrays, brain, voxel_mm = load_on_mask_grid(inputs, mask_path)
         labelled, sizes = components(label)
         sizes_mm3 = sizes * float(np.prod(voxel_mm))
         source = inputs.subject
@@ -180,22 +231,8 @@ def write_dataset(data: Path, labels: Path, out: Path, *, low_load_mm3: float, s
             keep = np.isin(labelled, kept_numbers)
             images, region = fill(arrays, brain, label, keep, voxel_mm, seed=seed + number)
             participant = f"{source}{suffix}"
-            anat = out / f"sub-{participant}" / "anat"
-            anat.mkdir(parents=True, exist_ok=True)
-            for contrast, path in paths.items():
-                name = path.name.replace(f"sub-{source}", f"sub-{participant}", 1)
-                header = loaded[contrast].header.copy()
-                header.set_data_dtype(np.float32)
-                nib.save(nib.Nifti1Image(images[contrast], loaded[contrast].affine, header),
-                         str(anat / name))
-                sidecar = path.with_name(path.name.split(".")[0] + ".json")
-                if sidecar.exists():
-                    shutil.copyfile(sidecar, anat / name.replace(".nii.gz", ".json"))
-            mask_dir = out / "derivatives" / "manual" / f"sub-{participant}" / "anat"
-            mask_dir.mkdir(parents=True, exist_ok=True)
-            mask_name = mask_path.name.replace(f"sub-{source}", f"sub-{participant}", 1)
-            nib.save(nib.Nifti1Image(keep.astype(np.uint8), mask_image.affine),
-                     str(mask_dir / mask_name))
+            write_participant(out, source, participant, paths, loaded, images, mask_path,
+                              keep, mask_image.affine)
             records.append({"participant_id": f"sub-{participant}", "source": f"sub-{source}",
                             "kept_mm3": round(float(keep.sum() * np.prod(voxel_mm)), 1),
                             "kept_lesions": len(kept_numbers),
@@ -206,28 +243,41 @@ def write_dataset(data: Path, labels: Path, out: Path, *, low_load_mm3: float, s
 
 def _write_descriptions(data: Path, out: Path, *, low_load_mm3: float, seed: int,
                         records: list[dict]) -> None:
+    write_descriptions(
+        data, out, generator=GENERATOR,
+        name="Lesion-filled copies of a labelled dataset (lesion-free and low-load real anatomy)",
+        about=f"reference lesions filled with local normal white matter; 'free' participants: "
+              f"all, 'low': all but the smallest within {low_load_mm3:g} mm3; seed {seed}",
+        labels_name="Reference lesions kept in the lesion-filled copies", records=records,
+        columns=("participant_id", "source", "kept_mm3", "kept_lesions", "filled_mm3"),
+        readme="Copies of a labelled MS dataset with its reference lesions filled by local normal "
+               "white\nmatter, written by {generator} to measure false positives on real "
+               "anatomy.\n")
+
+
+def write_descriptions(data: Path, out: Path, *, generator: str, name: str, about: str,
+                       labels_name: str, records: list[dict], columns: tuple[str, ...],
+                       readme: str) -> None:
+    """The top-level files of a copy of ``data`` written into ``out`` by ``generator``:
+    ``dataset_description.json`` (``name``; ``about`` describes what was done), the reference
+    masks' ``derivatives/manual/dataset_description.json`` (``labels_name``),
+    ``participants.tsv`` (the ``columns`` of ``records``) and ``README`` (``readme``, where
+    ``{generator}`` stands for the generator's name)."""
     description = {
-        "Name": "Lesion-filled copies of a labelled dataset (lesion-free and low-load real anatomy)",
-        "BIDSVersion": "1.9.0", "DatasetType": "raw",
-        "GeneratedBy": [{"Name": GENERATOR,
-                         "Description": f"reference lesions filled with local normal white "
-                                        f"matter; 'free' participants: all, 'low': all but the "
-                                        f"smallest within {low_load_mm3:g} mm3; seed {seed}"}],
+        "Name": name, "BIDSVersion": "1.9.0", "DatasetType": "raw",
+        "GeneratedBy": [{"Name": generator, "Description": about}],
         "SourceDatasets": [{"URL": data.resolve().as_uri()}],
     }
     (out / "dataset_description.json").write_text(json.dumps(description, indent=2) + "\n", "utf-8")
-    derivative = {"Name": "Reference lesions kept in the lesion-filled copies", "BIDSVersion": "1.9.0",
-                  "DatasetType": "derivative", "GeneratedBy": [{"Name": GENERATOR}]}
+    derivative = {"Name": labels_name, "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+                  "GeneratedBy": [{"Name": generator}]}
     labels_root = out / "derivatives" / "manual"
+    labels_root.mkdir(parents=True, exist_ok=True)
     (labels_root / "dataset_description.json").write_text(json.dumps(derivative, indent=2) + "\n",
                                                          "utf-8")
-    rows = ["participant_id\tsource\tkept_mm3\tkept_lesions\tfilled_mm3"]
-    rows += [f"{r['participant_id']}\t{r['source']}\t{r['kept_mm3']}\t{r['kept_lesions']}\t"
-             f"{r['filled_mm3']}" for r in records]
+    rows = ["\t".join(columns)] + ["\t".join(str(r[c]) for c in columns) for r in records]
     (out / "participants.tsv").write_text("\n".join(rows) + "\n", "utf-8")
-    (out / "README").write_text(
-        "Copies of a labelled MS dataset with its reference lesions filled by local normal white\n"
-        f"matter, written by {GENERATOR} to measure false positives on real anatomy.\n", "utf-8")
+    (out / "README").write_text(readme.format(generator=generator), "utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -113,20 +113,37 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
 CARD_VIEWS = tuple(name for name in AVERAGED if name != "seconds")
 
 
+#: Kinds of the datasets written by a known generator (``GeneratedBy`` of their
+#: dataset_description.json); any other dataset is ``real``.
+GENERATED_KINDS = {"bids_mdpp synth": "synthetic",
+                   "benchmarks/lesion_filled.py": "lesion-filled",
+                   "benchmarks/lesion_painted.py": "lesion-painted"}
+
+
 def dataset_kind(data_dir: Path) -> str:
     """``synthetic`` for a dataset ``bids_mdpp synth`` wrote (its dataset_description.json's
-    ``GeneratedBy``), ``lesion-filled`` for one ``benchmarks/lesion_filled.py`` wrote (real
-    images whose lesions were filled), else ``real``; the card's real-scan DSC reads only
-    ``real`` views."""
+    ``GeneratedBy``), ``lesion-filled`` or ``lesion-painted`` for one
+    ``benchmarks/lesion_filled.py`` or ``benchmarks/lesion_painted.py`` wrote (real images whose
+    lesions were filled, or into which other patients' lesions were painted), else ``real``;
+    the card's real-scan DSC reads only ``real`` views."""
     try:
         description = json.loads((data_dir / "dataset_description.json").read_text("utf-8"))
     except (OSError, ValueError):
         return "real"
     generators = description.get("GeneratedBy") if isinstance(description, dict) else None
     names = [g.get("Name") for g in generators or [] if isinstance(g, dict)]
-    if "bids_mdpp synth" in names:
-        return "synthetic"
-    return "lesion-filled" if "benchmarks/lesion_filled.py" in names else "real"
+    return next((GENERATED_KINDS[n] for n in names if n in GENERATED_KINDS), "real")
+
+
+def lesion_atlas() -> str:
+    """The lesion masks the intensity model's prior was made from: ``shipped``, or the folder
+    the environment variable ``BIDS_MDPP_LESION_ATLAS`` names (as the benchmark of painted
+    lesions sets it)."""
+    import os
+
+    from bids_mdpp.atlas_priors import LESION_ATLAS_ENV
+
+    return os.environ.get(LESION_ATLAS_ENV, "").strip() or "shipped"
 
 
 def card_views(result: dict) -> dict:
@@ -136,6 +153,7 @@ def card_views(result: dict) -> dict:
                if key.endswith("|plain")}
     return {"data": result["data"], "kind": dataset_kind(Path(result["data"])),
             "intensity_model": result.get("intensity_model", "off"),
+            "lesion_atlas": result.get("lesion_atlas", "shipped"),
             "labels": result["labels"], "grid": result["grid"],
             "procedure": "benchmarks/model_views.py: one preprocessing per session, every subset "
                          "predicted as the participant level does, mean over the sessions",
@@ -256,7 +274,7 @@ def main(argv=None) -> int:
     result = {
         "model": str(args.model), "model_sha256": sha256_of(args.model / WEIGHTS_NAME),
         "data": str(args.data), "labels": str(args.labels), "grid": "model grid (1 mm)",
-        "intensity_model": args.intensity_model,
+        "intensity_model": args.intensity_model, "lesion_atlas": lesion_atlas(),
         "summary": summarise(rows), "rows": rows, "bids_mdpp": __version__,
         "command_line": shlex.join(["python", "benchmarks/model_views.py", *args.argv]),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -12,6 +12,10 @@ fit of the template's brain to the session's brain-only reference image
   templates are taken as one space: they differ by a few millimetres at most, well within
   the smoothing below).
 
+The lesion masks can be replaced by another set on the same grid (a cohort's own, or the
+shipped ones less a patient being scored) by naming their folder in the environment variable
+:data:`LESION_ATLAS_ENV` (:func:`prior_lesion_masks`).
+
 The maps are smoothed in template space (Gaussian, :data:`TISSUE_SIGMA_MM` and
 :data:`LESION_SIGMA_MM`) before resampling, so that an affine fit's residual misalignment is
 spread rather than cut.
@@ -38,10 +42,44 @@ LESION_SIGMA_MM = 2.0
 TISSUE_FLOOR = 0.02
 
 
+#: Environment variable naming a folder of lesion masks (NIfTI, one patient each, all on one
+#: MNI152 1 mm grid) whose frequency is the lesion prior instead of the shipped masks'.
+LESION_ATLAS_ENV = "BIDS_MDPP_LESION_ATLAS"
+
+
 def lesion_atlas_paths() -> list[Path]:
     """The shipped MSLUB consensus lesion masks, sorted (27 files, FSL MNI152 1 mm grid)."""
     folder = Path(str(resources.files("bids_mdpp") / "data" / "lesion-atlas"))
     return sorted(folder.glob("mslub-*_label-lesion_mask.nii.gz"))
+
+
+def prior_lesion_masks() -> list[Path]:
+    """The lesion masks the lesion prior is made from: the NIfTI files (``*.nii``,
+    ``*.nii.gz``) of the folder :data:`LESION_ATLAS_ENV` names, sorted, when it is set, else the
+    shipped ones (:func:`lesion_atlas_paths`).  Raises
+    :class:`~bids_mdpp.errors.InputDataError` naming the folder when it holds none or is not a
+    folder."""
+    from bids_mdpp.errors import InputDataError
+
+    folder = os.environ.get(LESION_ATLAS_ENV, "").strip()
+    if not folder:
+        return lesion_atlas_paths()
+    if not Path(folder).is_dir():
+        raise InputDataError(folder, f"not a folder (named by {LESION_ATLAS_ENV})")
+    paths = sorted(p for p in Path(folder).iterdir()
+                   if p.name.endswith((".nii", ".nii.gz")) and p.is_file())
+    if not paths:
+        raise InputDataError(folder, f"no lesion mask (*.nii, *.nii.gz) in this folder (named "
+                                     f"by {LESION_ATLAS_ENV})")
+    return paths
+
+
+def lesion_prior_source() -> str:
+    """Where the lesion prior comes from, in words (for the sidecars and the methods text)."""
+    paths = prior_lesion_masks()
+    if os.environ.get(LESION_ATLAS_ENV, "").strip():
+        return f"{len(paths)} lesion masks of {paths[0].parent}"
+    return f"{len(paths)} MSLUB patients"
 
 
 @dataclass(frozen=True)
@@ -75,12 +113,13 @@ def template_maps(cache_dir: Path | None = None) -> tuple[nib.Nifti1Image, nib.N
     """
     from bids_mdpp.templates import default_cache_dir
 
-    return _template_maps_in(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    return _template_maps_in(Path(cache_dir) if cache_dir is not None else default_cache_dir(),
+                             cache_key())
 
 
 @functools.lru_cache(maxsize=2)
-def _template_maps_in(folder: Path) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
-    path = folder / f"atlas-priors_{cache_key()}.npz"
+def _template_maps_in(folder: Path, key: str) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    path = folder / f"atlas-priors_{key}.npz"
     if path.is_file():
         try:
             with np.load(path) as saved:
@@ -104,7 +143,8 @@ def _template_maps_in(folder: Path) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
 
 def cache_key() -> str:
     """Short hash of what the template-space maps depend on: :data:`CACHE_VERSION`, the
-    smoothing and floor constants, nilearn's version and the lesion masks' names and sizes."""
+    smoothing and floor constants, nilearn's version, and the lesion masks' names, sizes and
+    folder (:data:`LESION_ATLAS_ENV`; empty for the shipped ones)."""
     import hashlib
     import json
     from importlib.metadata import version
@@ -112,13 +152,18 @@ def cache_key() -> str:
     what = {"version": CACHE_VERSION, "tissue_sigma_mm": TISSUE_SIGMA_MM,
             "lesion_sigma_mm": LESION_SIGMA_MM, "tissue_floor": TISSUE_FLOOR,
             "nilearn": version("nilearn"),
-            "lesions": [(p.name, p.stat().st_size) for p in lesion_atlas_paths()]}
+            "lesions": [(p.name, p.stat().st_size) for p in prior_lesion_masks()],
+            "lesion_folder": os.environ.get(LESION_ATLAS_ENV, "").strip()}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def compute_template_maps() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
-    """:func:`template_maps` computed from nilearn's maps and the shipped lesion masks."""
+    """:func:`template_maps` computed from nilearn's maps and the lesion masks
+    (:func:`prior_lesion_masks`); raises :class:`~bids_mdpp.errors.InputDataError` naming a
+    mask that is not on the first one's grid."""
     from nilearn import datasets
+
+    from bids_mdpp.errors import InputDataError
 
     gm_img = datasets.load_mni152_gm_template(resolution=1)
     zooms = np.asarray(gm_img.header.get_zooms()[:3], dtype=float)
@@ -130,11 +175,16 @@ def compute_template_maps() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
                        for t in (csf, gm, wm)], axis=-1)
     tissue /= tissue.sum(-1, keepdims=True)
 
-    paths = lesion_atlas_paths()
+    paths = prior_lesion_masks()
     first = nib.load(str(paths[0]))
-    total = np.zeros(first.shape, np.float32)
+    total = np.zeros(first.shape[:3], np.float32)
     for path in paths:
-        total += np.asarray(nib.load(str(path)).dataobj, np.float32) > 0
+        mask = nib.load(str(path))
+        if mask.shape[:3] != first.shape[:3] or not np.allclose(mask.affine, first.affine,
+                                                                atol=1e-3):
+            raise InputDataError(path, f"not on the grid of {paths[0].name} (every lesion "
+                                       f"mask of the prior must share one grid)")
+        total += np.asarray(mask.dataobj, np.float32).reshape(first.shape[:3]) > 0
     lesion_zooms = np.asarray(first.header.get_zooms()[:3], dtype=float)
     frequency = ndimage.gaussian_filter(total / len(paths), LESION_SIGMA_MM / lesion_zooms)
     return (nib.Nifti1Image(tissue.astype(np.float32), gm_img.affine),

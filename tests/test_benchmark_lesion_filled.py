@@ -104,7 +104,7 @@ def test_an_image_off_its_mask_grid_is_named(filled, tmp_path):
     path = bids / "sub-07" / "anat" / "sub-07_FLAIR.nii.gz"
     image = nib.load(str(path))
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[:, :, :30], image.affine), str(path))
-    with pytest.raises(SystemExit, match="sub-07_FLAIR.nii.gz: not on the grid of its reference mask"):
+    with pytest.raises(SystemExit, match="sub-07_FLAIR.nii.gz: not on the grid of the reference mask"):
         filled.main(["--data", str(bids), "--labels", str(labels), "--out", str(tmp_path / "out")])
     out = tmp_path / "busy"
     out.mkdir()

@@ -53,6 +53,9 @@ def test_card_views_keep_the_plain_summary_without_time(model_views):
     assert entry["intensity_model"] == "off"  # a result that does not say: the network alone
     assert model_views.card_views({**result, "intensity_model": "combine"})[
         "intensity_model"] == "combine"
+    assert entry["lesion_atlas"] == "shipped"  # the prior from the shipped masks
+    assert model_views.card_views({**result, "lesion_atlas": "/tmp/atlas"})[
+        "lesion_atlas"] == "/tmp/atlas"
     assert set(entry["subsets"]) == {"FLAIR"}
     flair = entry["subsets"]["FLAIR"]
     assert flair["dsc"] == 0.6 and flair["false_positive_away_mm3"] == 120.0

@@ -131,5 +131,11 @@ def test_the_intensity_model_is_described_with_the_networks_weight(weight, phras
             "as dark as cerebrospinal fluid on T1w or ce-T1w (2 grey-matter standard "
             "deviations darker than grey matter)") in text
     assert IN_TEXT["cerri2021"] in text
+    assert ("lesion frequency of 27 patients of the MSLUB database (Lesjak et al. 2018) (plus "
+            "0.01 times the white-matter probability, so that a lesion is possible anywhere in "
+            "white matter)") in text
+    own = methods_text(PREPROC, {**SUMMARY, "Inference": {"IntensityModel": {
+        **entry, "LesionMasks": "26 lesion masks of /data/atlas"}}})
+    assert "lesion frequency of 26 lesion masks of /data/atlas (plus 0.01 times" in own
     assert "Gaussian mixture" not in methods_text(
         PREPROC, {**SUMMARY, "Inference": {"IntensityModel": {"Mode": "off"}}})

@@ -143,7 +143,7 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
     intensity = summary.get("Inference", {}).get("IntensityModel", {})
     if intensity.get("Mode") == "combine":
         from bids_mdpp.config import DEFAULT_NETWORK_WEIGHT
-        from bids_mdpp.intensity_model import GREY_FLOOR_SD
+        from bids_mdpp.intensity_model import GREY_FLOOR_SD, LESION_PRIOR_IN_WHITE_MATTER
 
         weight = float(intensity.get("NetworkWeight", DEFAULT_NETWORK_WEIGHT))
         if weight == DEFAULT_NETWORK_WEIGHT:
@@ -154,12 +154,17 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
         else:
             how = (f"The network's probability map (weight {weight:g}) was then combined with "
                    f"(weight {1.0 - weight:g})")
+        masks = str(intensity.get("LesionMasks", "MSLUB"))
+        lesion_source = (f"27 patients of the MSLUB database {_cite('lesjak2018')}"
+                         if "MSLUB" in masks else masks)
         text += (f" {how} the lesion posterior of a Gaussian mixture of tissue and lesion "
                  f"intensities fitted to the session, in the manner of SAMSEG {_cite('cerri2021')}: four classes (cerebrospinal fluid, "
                  f"grey matter, white matter, lesion), each a Gaussian over the contrasts present, "
                  f"fitted by expectation-maximisation inside the brain mask with spatial priors "
                  f"from the MNI152 template's tissue probability maps {_cite('mni152')} and the "
-                 f"lesion frequency of 27 patients of the MSLUB database {_cite('lesjak2018')}, "
+                 f"lesion frequency of {lesion_source} (plus {LESION_PRIOR_IN_WHITE_MATTER:g} "
+                 f"times the white-matter probability, so that a lesion is possible anywhere in "
+                 f"white matter), "
                  f"carried onto the session by an affine registration; the lesion class was held "
                  f"brighter than white matter on FLAIR, T2w and PDw, or, with T1-weighted "
                  f"images alone, darker on T1w and ce-T1w (T1w and ce-T1w together were "

@@ -107,17 +107,22 @@ def depth_mm(lesion: np.ndarray, transparent: np.ndarray, voxel_mm) -> np.ndarra
     return np.where(lesion, np.maximum(np.floor(distance), 1), 0).astype(int)
 
 
-def local_white_matter_everywhere(image: np.ndarray, wm: np.ndarray, voxel_mm) -> np.ndarray:
-    """:func:`lesion_filled.local_white_matter` over :data:`lesion_filled.LOCAL_SIGMA_MM`, and
-    over :data:`BROAD_SIGMA_MM` where the white matter near a voxel weighs less than
-    :data:`MIN_LOCAL_WEIGHT`."""
+def local_white_matter_everywhere(image: np.ndarray, wm: np.ndarray, voxel_mm,
+                                  near: np.ndarray) -> np.ndarray:
+    """:func:`lesion_filled.local_white_matter` over :data:`lesion_filled.LOCAL_SIGMA_MM` where
+    ``near`` (boolean, :func:`enough_white_matter_near`), over :data:`BROAD_SIGMA_MM` elsewhere."""
+    voxel_mm = np.asarray(voxel_mm, float)
+    return np.where(near, local_white_matter(image, wm, LOCAL_SIGMA_MM / voxel_mm),
+                    local_white_matter(image, wm, BROAD_SIGMA_MM / voxel_mm))
+
+
+def enough_white_matter_near(wm: np.ndarray, voxel_mm) -> np.ndarray:
+    """Where the white matter ``wm`` within :data:`lesion_filled.LOCAL_SIGMA_MM` of a voxel weighs
+    at least :data:`MIN_LOCAL_WEIGHT` (boolean)."""
     from scipy import ndimage
 
     sigma = LOCAL_SIGMA_MM / np.asarray(voxel_mm, float)
-    weight = ndimage.gaussian_filter(wm.astype(np.float32), sigma)
-    near = local_white_matter(image, wm, sigma)
-    broad = local_white_matter(image, wm, BROAD_SIGMA_MM / np.asarray(voxel_mm, float))
-    return np.where(weight >= MIN_LOCAL_WEIGHT, near, broad)
+    return ndimage.gaussian_filter(wm.astype(np.float32), sigma) >= MIN_LOCAL_WEIGHT
 
 
 def lesion_strength(offsets: np.ndarray, names) -> np.ndarray:
@@ -155,8 +160,9 @@ def paint(images: dict[str, np.ndarray], brain: np.ndarray, label: np.ndarray,
         raise ValueError("the mask has no voxel in this patient's brain outside its lesions and CSF")
     wm = white_matter(images, brain, label | region, voxel_mm)
     names = sorted(images)
-    local = {name: local_white_matter_everywhere(np.asarray(images[name], np.float32), wm, voxel_mm)
-             for name in names}
+    near = enough_white_matter_near(wm, voxel_mm)
+    local = {name: local_white_matter_everywhere(np.asarray(images[name], np.float32), wm,
+                                                 voxel_mm, near) for name in names}
     real_depth = depth_mm(label, fluid, voxel_mm)[label]
     offsets = np.stack([np.asarray(images[n], np.float32)[label] - local[n][label] for n in names],
                        axis=1)

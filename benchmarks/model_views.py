@@ -139,11 +139,9 @@ def lesion_atlas() -> str:
     """The lesion masks the intensity model's prior was made from: ``shipped``, or the folder
     the environment variable ``BIDS_MDPP_LESION_ATLAS`` names (as the benchmark of painted
     lesions sets it)."""
-    import os
+    from bids_mdpp.atlas_priors import lesion_atlas_folder
 
-    from bids_mdpp.atlas_priors import LESION_ATLAS_ENV
-
-    return os.environ.get(LESION_ATLAS_ENV, "").strip() or "shipped"
+    return lesion_atlas_folder() or "shipped"
 
 
 def card_views(result: dict) -> dict:

@@ -53,6 +53,12 @@ def lesion_atlas_paths() -> list[Path]:
     return sorted(folder.glob("mslub-*_label-lesion_mask.nii.gz"))
 
 
+def lesion_atlas_folder() -> str:
+    """The folder :data:`LESION_ATLAS_ENV` names, or ``""`` when it is not set (the shipped
+    masks)."""
+    return os.environ.get(LESION_ATLAS_ENV, "").strip()
+
+
 def prior_lesion_masks() -> list[Path]:
     """The lesion masks the lesion prior is made from: the NIfTI files (``*.nii``,
     ``*.nii.gz``) of the folder :data:`LESION_ATLAS_ENV` names, sorted, when it is set, else the
@@ -61,7 +67,7 @@ def prior_lesion_masks() -> list[Path]:
     folder."""
     from bids_mdpp.errors import InputDataError
 
-    folder = os.environ.get(LESION_ATLAS_ENV, "").strip()
+    folder = lesion_atlas_folder()
     if not folder:
         return lesion_atlas_paths()
     if not Path(folder).is_dir():
@@ -77,7 +83,7 @@ def prior_lesion_masks() -> list[Path]:
 def lesion_prior_source() -> str:
     """Where the lesion prior comes from, in words (for the sidecars and the methods text)."""
     paths = prior_lesion_masks()
-    if os.environ.get(LESION_ATLAS_ENV, "").strip():
+    if lesion_atlas_folder():
         return f"{len(paths)} lesion masks of {paths[0].parent}"
     return f"{len(paths)} MSLUB patients"
 
@@ -153,7 +159,7 @@ def cache_key() -> str:
             "lesion_sigma_mm": LESION_SIGMA_MM, "tissue_floor": TISSUE_FLOOR,
             "nilearn": version("nilearn"),
             "lesions": [(p.name, p.stat().st_size) for p in prior_lesion_masks()],
-            "lesion_folder": os.environ.get(LESION_ATLAS_ENV, "").strip()}
+            "lesion_folder": lesion_atlas_folder()}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -14,7 +14,13 @@ class prior at a voxel is spatial (:mod:`bids_mdpp.atlas_priors`)::
 The second term is a floor over the white matter: a patient's lesions also lie where none of
 the atlas patients had one (on another patient's 52 ml of lesions painted into a real brain, two
 thirds of the volume lay where fewer than 2 % of the other 26 had one), and a prior of nearly
-zero there leaves even a clearly bright lesion to white matter.
+zero there leaves even a clearly bright lesion to white matter.  The atlas is the average of
+its patients, and a brain with many lesions has far more than that average: from round
+:data:`LOAD_FROM_ROUND` on, the lesion prior is scaled by the session's own lesion load — the
+volume of the lesion class's posterior at voxels that can be lesion (:func:`beyond_bound`)
+over the volume of the prior — when that exceeds one (never down: on a brain with few lesions
+the class's volume is mostly partial volume the mask removes), at most
+:data:`MAX_LOAD_SCALE` (:func:`load_scale`, :func:`scaled_prior`).
 
 Expectation–maximisation (:data:`ITERATIONS` rounds) fits the means and covariances and returns
 each voxel's posterior probability of lesion, set to 0 at a voxel that does not itself lie
@@ -72,8 +78,8 @@ LOGGER = logging.getLogger("bids_mdpp")
 #: not lesion; 5: without FLAIR, neither are voxels as dark as CSF on T1w or ce-T1w; 6: on one
 #: T1-weighted image alone the lesion class is never narrower than grey matter, and T1w with
 #: ce-T1w is modelled from T1w alone; 7: so is it on any one contrast alone; 8: a floor on the
-#: lesion prior over the white matter).
-VERSION = 8
+#: lesion prior over the white matter; 9: the lesion prior scaled by the session's lesion load).
+VERSION = 9
 #: Expectation–maximisation rounds.
 ITERATIONS = 25
 #: Lesion prior = this × the atlas's lesion frequency, capped at MAX_LESION_PRIOR.
@@ -84,6 +90,11 @@ MAX_LESION_PRIOR = 0.5
 LESION_PRIOR_IN_WHITE_MATTER = 0.01
 #: Floor of the lesion prior (a lesion is never impossible).
 MIN_LESION_PRIOR = 1e-4
+#: From this expectation–maximisation round on (the classes have settled), the lesion prior is
+#: scaled by the session's lesion load (:func:`load_scale`) ...
+LOAD_FROM_ROUND = 10
+#: ... by at most this factor.
+MAX_LOAD_SCALE = 4.0
 #: The lesion mean starts this many white-matter standard deviations from white matter ...
 INITIAL_SHIFT_SD = 2.5
 #: ... and stays at least this many on the lesion side of it.
@@ -111,7 +122,15 @@ CLASSES = ("CSF", "GM", "WM", "lesion")
 
 def lesion_posterior(volumes: Mapping[str, np.ndarray], brain_mask: np.ndarray,
                      priors: AtlasPriors) -> np.ndarray:
-    """Posterior probability of lesion per voxel (float32, 0 outside the brain).
+    """Posterior probability of lesion per voxel (float32, 0 outside the brain): the first of
+    :func:`session_fit`'s results."""
+    return session_fit(volumes, brain_mask, priors)[0]
+
+
+def session_fit(volumes: Mapping[str, np.ndarray], brain_mask: np.ndarray,
+                priors: AtlasPriors) -> tuple[np.ndarray, MixtureFit | None]:
+    """Posterior probability of lesion per voxel (float32, 0 outside the brain) and the
+    :class:`MixtureFit` it came from (None for an empty brain mask).
 
     Parameters
     ----------
@@ -137,7 +156,7 @@ def lesion_posterior(volumes: Mapping[str, np.ndarray], brain_mask: np.ndarray,
     inside = np.asarray(brain_mask, bool)
     out = np.zeros(inside.shape, np.float32)
     if not inside.any():
-        return out
+        return out, None
     x = np.stack([np.asarray(volumes[c], np.float64)[inside] for c in contrasts], axis=1)
     prior = class_prior(priors.tissue[:, inside].astype(np.float64),
                         priors.lesion_frequency[inside].astype(np.float64))
@@ -148,6 +167,7 @@ def lesion_posterior(volumes: Mapping[str, np.ndarray], brain_mask: np.ndarray,
                          f"contrast ({', '.join(contrasts)}); at least {MIN_FIT_VOXELS} are needed")
     stride = max(1, int(everywhere.sum()) // MAX_FIT_VOXELS)
     fit = fit_mixture(x[everywhere][::stride], prior[:, everywhere][:, ::stride], contrasts)
+    prior = scaled_prior(prior, fit.lesion_prior_scale)
     posterior = np.zeros(len(x))
     # Each voxel's pattern of imaging contrasts as one integer (bit k: contrast k imaged).
     codes = imaged.astype(np.int64) @ (1 << np.arange(len(contrasts), dtype=np.int64))
@@ -161,7 +181,7 @@ def lesion_posterior(volumes: Mapping[str, np.ndarray], brain_mask: np.ndarray,
         posterior[rows] = class_posteriors(x[rows][:, dims], prior[:, rows], restricted)[3]
     posterior *= beyond_bound(x, fit, contrasts)
     out[inside] = posterior
-    return out
+    return out, fit
 
 
 def lesion_bound(fit: MixtureFit, contrasts: Sequence[str]) -> np.ndarray:
@@ -194,10 +214,12 @@ def beyond_bound(x: np.ndarray, fit: MixtureFit, contrasts: Sequence[str]) -> np
 @dataclass(frozen=True)
 class MixtureFit:
     """Fitted class Gaussians, classes in :data:`CLASSES` order: ``means`` ``(4, C)`` and
-    ``covariances`` ``(4, C, C)`` (normalised intensity units)."""
+    ``covariances`` ``(4, C, C)`` (normalised intensity units); ``lesion_prior_scale``, the
+    factor the lesion prior was scaled by (:func:`load_scale`, :func:`scaled_prior`)."""
 
     means: np.ndarray
     covariances: np.ndarray
+    lesion_prior_scale: float = 1.0
 
 
 def class_prior(tissue: np.ndarray, lesion_frequency: np.ndarray) -> np.ndarray:
@@ -207,6 +229,32 @@ def class_prior(tissue: np.ndarray, lesion_frequency: np.ndarray) -> np.ndarray:
                      + LESION_PRIOR_IN_WHITE_MATTER * tissue[2], MIN_LESION_PRIOR,
                      MAX_LESION_PRIOR)
     return np.concatenate([tissue * (1.0 - lesion), lesion[None]], axis=0)
+
+
+def scaled_prior(prior: np.ndarray, scale: float) -> np.ndarray:
+    """``prior`` ``(4, N)`` (:func:`class_prior`) with the lesion row multiplied by ``scale``
+    (capped at :data:`MAX_LESION_PRIOR`) and the tissue rows rescaled so that each column still
+    sums to one."""
+    if scale == 1.0:
+        return prior
+    lesion = np.minimum(scale * prior[3], MAX_LESION_PRIOR)
+    tissue = prior[:3] * ((1.0 - lesion) / (1.0 - prior[3]))[None]
+    return np.concatenate([tissue, lesion[None]], axis=0)
+
+
+def load_scale(lesion_posterior_: np.ndarray, can_be_lesion: np.ndarray,
+               lesion_prior: np.ndarray) -> float:
+    """The factor the lesion prior is scaled by for a session: the volume of the lesion
+    posterior ``(N,)`` at voxels that can be lesion (boolean ``(N,)``, :func:`beyond_bound`)
+    over the volume of the atlas's lesion prior ``(N,)``, between 1 and :data:`MAX_LOAD_SCALE`.
+
+    A brain with no more lesion than the atlas's patients keeps the atlas's prior: on a real
+    patient with 8.5 ml of lesion it is 1.0 with every contrast subset but T1w + T2w (1.02),
+    as on that patient's lesion-filled copies and on lesion-free synthetic brains; on a copy of
+    its anatomy with 56 ml of lesion it is 1.9–3.9, depending on the contrasts.
+    """
+    load = float(lesion_posterior_[can_be_lesion].sum()) / max(float(lesion_prior.sum()), 1e-12)
+    return float(np.clip(load, 1.0, MAX_LOAD_SCALE))
 
 
 def class_posteriors(x: np.ndarray, prior: np.ndarray, fit: MixtureFit) -> np.ndarray:
@@ -229,11 +277,15 @@ def fit_mixture(x: np.ndarray, prior: np.ndarray, contrasts: Sequence[str], *,
     the current posteriors (the first from the priors, the lesion class then starting beside
     white matter, shaped as white matter), holds the lesion mean on its side of white matter in
     the :func:`held_contrasts` (and, from the second round, where :func:`spread_floored`, the
-    lesion class at least as wide as grey matter), and updates the posteriors.
+    lesion class at least as wide as grey matter), from round :data:`LOAD_FROM_ROUND` scales
+    the lesion prior by the session's lesion load (:func:`load_scale`), and updates the
+    posteriors.  The returned fit carries the last scale.
     """
     sign = np.array([LESION_SIGN[c] for c in contrasts])
     held = np.isin(contrasts, held_contrasts(contrasts))
     floored_spread = spread_floored(contrasts)
+    atlas_prior = prior
+    scale = 1.0
     posterior = prior
     fit = None
     for iteration in range(iterations):
@@ -249,8 +301,11 @@ def fit_mixture(x: np.ndarray, prior: np.ndarray, contrasts: Sequence[str], *,
         bound = lesion_bound(fit, contrasts)
         too_close = held & (sign * (fit.means[3] - bound) < 0)
         fit.means[3] = np.where(too_close, bound, fit.means[3])
+        if iteration >= LOAD_FROM_ROUND:
+            scale = load_scale(posterior[3], beyond_bound(x, fit, contrasts), atlas_prior[3])
+            prior = scaled_prior(atlas_prior, scale)
         posterior = class_posteriors(x, prior, fit)
-    return fit
+    return MixtureFit(means=fit.means, covariances=fit.covariances, lesion_prior_scale=scale)
 
 
 def modelled_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
@@ -370,12 +425,13 @@ def combine_for_session(preproc, volumes: Mapping[str, np.ndarray], brain: np.nd
 
     try:
         priors = session_priors(preproc.images, preproc.brain_mask, cache_dir=cache_dir)
-        posterior = lesion_posterior(volumes, brain, priors)
+        posterior, fit = session_fit(volumes, brain, priors)
     except (InputDataError, ValueError) as exc:
         LOGGER.warning("intensity model skipped, the network's probability is kept alone: %s", exc)
         return network_map(), {"Mode": "off", "Skipped": str(exc)}
     entry = {**describe("combine", network_weight=network_weight),
-             "Contrasts": list(modelled_contrasts(tuple(volumes)))}
+             "Contrasts": list(modelled_contrasts(tuple(volumes))),
+             "LesionPriorScale": round(fit.lesion_prior_scale if fit is not None else 1.0, 3)}
     if network_weight == 0.0:
         return posterior.astype(np.float32), entry
     return combine(network_map(), posterior, network_weight=network_weight), entry
@@ -410,8 +466,10 @@ def describe(mode: str, *, network_weight: float = DEFAULT_NETWORK_WEIGHT) -> di
                   "template",
         "TissuePriors": "MNI152 2009a symmetric grey/white matter probability maps (nilearn)",
         "LesionPrior": f"{LESION_PRIOR_SCALE:g} x lesion frequency + "
-                       f"{LESION_PRIOR_IN_WHITE_MATTER:g} x white-matter probability (capped at "
-                       f"{MAX_LESION_PRIOR:g})",
+                       f"{LESION_PRIOR_IN_WHITE_MATTER:g} x white-matter probability, scaled "
+                       f"by the session's lesion load (LesionPriorScale: the lesion posterior's "
+                       f"volume over the prior's, from round {LOAD_FROM_ROUND + 1}, between 1 "
+                       f"and {MAX_LOAD_SCALE:g}; capped at {MAX_LESION_PRIOR:g})",
         "LesionMasks": lesion_prior_source(),
         "Iterations": ITERATIONS,
         "MinimumLesionShift": f"{MIN_SHIFT_SD:g} white-matter standard deviations (in FLAIR, "

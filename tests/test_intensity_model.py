@@ -422,6 +422,7 @@ def test_the_participant_level_combines_or_falls_back_to_the_network(tmp_path, m
                                                   cache_dir=tmp_path)
     assert entry["Mode"] == "combine" and "Skipped" not in entry
     assert entry["Contrasts"] == ["FLAIR"] and "grey-matter" in entry["MinimumLesionSpread"]
+    assert entry["LesionPriorScale"] == 1.0 and "lesion load" in entry["LesionPrior"]
     assert dice(combined >= 0.5, blob) > 0.8  # 0.3 from the network, ~1 from the mixture
     alone, entry = combine_for_session(preproc, volumes, brain, network, cache_dir=tmp_path,
                                        network_weight=0.0)
@@ -568,4 +569,57 @@ def test_a_lesion_is_found_where_no_atlas_patient_had_one(monkeypatch):
         assert (lesion_posterior(volumes, brain, nowhere) >= 0.5).sum() == 0
     monkeypatch.setattr(intensity_model, "LESION_PRIOR_IN_WHITE_MATTER", 0.0)
     volumes, brain, blob, _ = phantom(("FLAIR",), {"FLAIR": 0.15})
+    # without the floor the session's load scales a prior of 1e-4 at most fourfold: part found
+    assert 0 < (lesion_posterior(volumes, brain, nowhere) >= 0.5).sum() < 0.6 * blob.sum()
+    monkeypatch.setattr(intensity_model, "MAX_LOAD_SCALE", 1.0)
     assert (lesion_posterior(volumes, brain, nowhere) >= 0.5).sum() == 0
+
+
+def _confluent(shift: float, seed: int = 0):
+    """The phantom on FLAIR with a confluent periventricular band of lesion (9 % of the brain,
+    far above the atlas's 2 % in white matter), ``shift`` brighter than white matter."""
+    volumes, brain, _, priors = phantom(("FLAIR",), seed=seed)
+    z, y, x = np.indices(SHAPE) - np.array(SHAPE)[:, None, None, None] / 2 + 0.5
+    r = np.sqrt(x ** 2 + y ** 2 + z ** 2)
+    band = (r >= 4) & (r < 8)
+    volumes["FLAIR"][band] += shift
+    return volumes, brain, band, priors
+
+
+def test_the_lesion_prior_is_scaled_up_by_a_high_lesion_load(monkeypatch):
+    """A brain with many more lesions than the atlas's patients: the lesion prior grows with the
+    session's own load, and a faint confluent band is found; a brain with one lesion or none
+    keeps the atlas's prior."""
+    for seed in range(2):
+        volumes, brain, band, priors = _confluent(0.08, seed=seed)
+        posterior, fit = intensity_model.session_fit(volumes, brain, priors)
+        assert fit.lesion_prior_scale == intensity_model.MAX_LOAD_SCALE
+        found = posterior >= 0.5
+        assert dice(found, band) > 0.9 and (found & ~band).sum() < 0.02 * band.sum()
+        assert np.array_equal(posterior, lesion_posterior(volumes, brain, priors))
+    for shift in ({"FLAIR": 0.15}, None):
+        volumes, brain, _, priors = phantom(("FLAIR",), shift)
+        assert intensity_model.session_fit(volumes, brain, priors)[1].lesion_prior_scale == 1.0
+    monkeypatch.setattr(intensity_model, "MAX_LOAD_SCALE", 1.0)
+    volumes, brain, band, priors = _confluent(0.08)
+    assert dice(lesion_posterior(volumes, brain, priors) >= 0.5, band) < 0.7
+
+
+def test_the_load_scale_is_the_lesion_class_volume_over_the_prior_between_one_and_the_cap():
+    prior = np.full(10, 0.02)
+    lesion = np.full(10, 0.1)
+    anywhere = np.ones(10, bool)
+    assert intensity_model.load_scale(lesion, anywhere, prior) == pytest.approx(4.0)
+    # only the voxels that can be lesion count
+    half = np.arange(10) < 5
+    assert intensity_model.load_scale(lesion, half, prior) == pytest.approx(2.5)
+    assert intensity_model.load_scale(lesion * 10, anywhere, prior) == intensity_model.MAX_LOAD_SCALE
+    assert intensity_model.load_scale(lesion / 10, anywhere, prior) == 1.0  # never down
+    # the scaled prior keeps each column a distribution, the lesion row capped
+    tissue = np.stack([np.full(3, 0.1), np.full(3, 0.3), np.full(3, 0.6)])
+    base = class_prior(tissue, np.array([0.0, 0.1, 0.4]))
+    scaled = intensity_model.scaled_prior(base, 3.0)
+    assert np.allclose(scaled.sum(0), 1.0)
+    assert np.allclose(scaled[3], np.minimum(3 * base[3], intensity_model.MAX_LESION_PRIOR))
+    assert np.allclose(scaled[:3] / scaled[:3].sum(0), base[:3] / base[:3].sum(0))
+    assert intensity_model.scaled_prior(base, 1.0) is base

@@ -133,7 +133,10 @@ def test_the_intensity_model_is_described_with_the_networks_weight(weight, phras
     assert IN_TEXT["cerri2021"] in text
     assert ("lesion frequency of 27 patients of the MSLUB database (Lesjak et al. 2018) (plus "
             "0.01 times the white-matter probability, so that a lesion is possible anywhere in "
-            "white matter)") in text
+            "white matter; scaled up by the session's own lesion load)") in text
+    scaled = methods_text(PREPROC, {**SUMMARY, "Inference": {"IntensityModel": {
+        **entry, "LesionPriorScale": 2.874}}})
+    assert "scaled up by the session's own lesion load, by 2.87 here)" in scaled
     own = methods_text(PREPROC, {**SUMMARY, "Inference": {"IntensityModel": {
         **entry, "LesionMasks": "26 lesion masks of /data/atlas"}}})
     assert "lesion frequency of 26 lesion masks of /data/atlas (plus 0.01 times" in own

@@ -155,6 +155,8 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
             how = (f"The network's probability map (weight {weight:g}) was then combined with "
                    f"(weight {1.0 - weight:g})")
         masks = str(intensity.get("LesionMasks", "MSLUB"))
+        scale = intensity.get("LesionPriorScale")
+        load = f", by {float(scale):.2f} here" if isinstance(scale, (int, float)) else ""
         lesion_source = (f"27 patients of the MSLUB database {_cite('lesjak2018')}"
                          if "MSLUB" in masks else masks)
         text += (f" {how} the lesion posterior of a Gaussian mixture of tissue and lesion "
@@ -164,7 +166,7 @@ def methods_text(preproc_desc: str, summary: Mapping, *, shipped_model: bool = F
                  f"from the MNI152 template's tissue probability maps {_cite('mni152')} and the "
                  f"lesion frequency of {lesion_source} (plus {LESION_PRIOR_IN_WHITE_MATTER:g} "
                  f"times the white-matter probability, so that a lesion is possible anywhere in "
-                 f"white matter), "
+                 f"white matter; scaled up by the session's own lesion load{load}), "
                  f"carried onto the session by an affine registration; the lesion class was held "
                  f"brighter than white matter on FLAIR, T2w and PDw, or, with T1-weighted "
                  f"images alone, darker on T1w and ce-T1w (T1w and ce-T1w together were "

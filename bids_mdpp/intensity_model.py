@@ -18,9 +18,11 @@ zero there leaves even a clearly bright lesion to white matter.  The atlas is th
 its patients, and a brain with many lesions has far more than that average: from round
 :data:`LOAD_FROM_ROUND` on, the lesion prior is scaled by the session's own lesion load — the
 volume of the lesion class's posterior at voxels that can be lesion (:func:`beyond_bound`)
-over the volume of the prior — when that exceeds one (never down: on a brain with few lesions
-the class's volume is mostly partial volume the mask removes), at most
-:data:`MAX_LOAD_SCALE` (:func:`load_scale`, :func:`scaled_prior`).
+over the volume of the prior — when that exceeds one, at most :data:`MAX_LOAD_SCALE`
+(:func:`load_scale`, :func:`scaled_prior`).  Never down: the ratio is below one on a brain with
+an ordinary load as well (0.7–1.0 on a real patient with 8.5 ml of lesion), and a prior scaled
+down there lost lesions; on a lesion-free brain the class's volume follows the prior down, so
+the ratio does not run away upwards either.
 
 Expectation–maximisation (:data:`ITERATIONS` rounds) fits the means and covariances and returns
 each voxel's posterior probability of lesion, set to 0 at a voxel that does not itself lie

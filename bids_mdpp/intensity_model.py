@@ -16,7 +16,7 @@ the atlas patients had one (on another patient's 52 ml of lesions painted into a
 thirds of the volume lay where fewer than 2 % of the other 26 had one), and a prior of nearly
 zero there leaves even a clearly bright lesion to white matter.  The atlas is the average of
 its patients, and a brain with many lesions has far more than that average: from round
-:data:`LOAD_FROM_ROUND` on, the lesion prior is scaled by the session's own lesion load — the
+:data:`LOAD_FROM_ROUND` on (counted from 0), the lesion prior is scaled by the session's own lesion load — the
 volume of the lesion class's posterior at voxels that can be lesion (:func:`beyond_bound`)
 over the volume of the prior — when that exceeds one, at most :data:`MAX_LOAD_SCALE`
 (:func:`load_scale`, :func:`scaled_prior`).  Never down: the ratio is below one on a brain with
@@ -92,8 +92,8 @@ MAX_LESION_PRIOR = 0.5
 LESION_PRIOR_IN_WHITE_MATTER = 0.01
 #: Floor of the lesion prior (a lesion is never impossible).
 MIN_LESION_PRIOR = 1e-4
-#: From this expectation–maximisation round on (the classes have settled), the lesion prior is
-#: scaled by the session's lesion load (:func:`load_scale`) ...
+#: From this expectation–maximisation round on (counted from 0: the eleventh of 25; the classes
+#: have settled), the lesion prior is scaled by the session's lesion load (:func:`load_scale`) ...
 LOAD_FROM_ROUND = 10
 #: ... by at most this factor.
 MAX_LOAD_SCALE = 4.0
